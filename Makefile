@@ -1,0 +1,59 @@
+# lockkit: the front door. Every target works from a bare clone.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+PYTEST_ARGS ?=
+
+.PHONY: help install deps servers fmt lint typecheck test test-unit demo bench clean
+
+help:
+	@echo "make install    create .venv and install lockkit with its dev extras"
+	@echo "make deps       install + the servers the tests run (Redis, ZooKeeper, etcd, Kafka)"
+	@echo "make test       the whole test suite, installing whatever it needs first"
+	@echo "make lint       ruff check, ruff format --check, mypy --strict"
+	@echo "make demo       inventory demo on the embedded memory:// backend (URL=... for another)"
+	@echo "make bench      benchmarks, JSON into benchmarks/results/"
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+servers:
+	bash scripts/servers.sh install
+
+deps: install servers
+
+fmt: install
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
+
+lint: install
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy --strict lockkit tests
+
+typecheck: install
+	$(PY) -m mypy --strict lockkit tests
+
+test: deps
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-unit: install
+	$(PY) -m pytest tests/unit tests/contract -m "not redis and not redlock and not zookeeper and not etcd and not kafka and not sql" $(PYTEST_ARGS)
+
+demo: install
+	$(PY) -m lockkit demo $(if $(URL),--url '$(URL)',)
+
+bench: deps
+	$(PY) -m benchmarks $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) .services .mypy_cache .ruff_cache .pytest_cache build dist benchmarks/results
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
