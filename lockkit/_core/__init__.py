@@ -1,0 +1,1 @@
+"""lockkit internals. Nothing here is public API unless re-exported by :mod:`lockkit`."""

@@ -1,0 +1,150 @@
+"""The lockkit exception tree.
+
+::
+
+    LockError                 root: ``except lockkit.LockError`` catches all of lockkit
+    ├── ConfigurationError    unknown scheme, bad option, missing extra (also a ValueError)
+    ├── InvalidLockName       empty, too long, control characters (also a ValueError)
+    ├── LockTimeout           not acquired within ``timeout`` (also a TimeoutError)
+    ├── LockNotOwnedError     release or extend by a caller that does not hold the lock
+    ├── LockLostError         lease expired or taken over while held
+    ├── StaleTokenError       a guard refused a write
+    └── BackendUnavailable    connection or session failure (also a ConnectionError)
+
+Every error builds its message from its fields, so the fields are the contract and the
+message is for people. ``retriable`` tells callers whether trying the same call again
+can succeed without changing anything.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, ClassVar
+
+if TYPE_CHECKING:
+    from ._token import FencingToken
+
+__all__ = (
+    "BackendUnavailable",
+    "ConfigurationError",
+    "InvalidLockName",
+    "LockError",
+    "LockLostError",
+    "LockNotOwnedError",
+    "LockTimeout",
+    "StaleTokenError",
+)
+
+
+class LockError(Exception):
+    """Root of every exception lockkit raises on purpose.
+
+    .. versionadded:: 0.1
+    """
+
+    retriable: ClassVar[bool] = False
+
+
+class ConfigurationError(LockError, ValueError):
+    """Raised by :func:`lockkit.connect` and backend constructors for an unknown URL
+    scheme, an unknown or malformed option, or a missing optional dependency (the
+    message names the ``pip install lockkit[...]`` extra to add).
+
+    .. versionadded:: 0.1
+    """
+
+
+class InvalidLockName(LockError, ValueError):
+    """Raised before any I/O when a lock or resource name is empty, too long, or holds
+    control characters.
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(self, name: str, reason: str) -> None:
+        self.name = name
+        self.reason = reason
+        shown = name if len(name) <= 60 else name[:57] + "..."
+        super().__init__(f"invalid lock name {shown!r}: {reason}")
+
+
+class LockTimeout(LockError, TimeoutError):
+    """Raised by ``acquire()`` (and ``async with``) when the lock was not obtained
+    within ``timeout`` seconds. Nothing is left queued or held on the server.
+
+    .. versionadded:: 0.1
+    """
+
+    retriable = True
+
+    def __init__(self, name: str, timeout: float) -> None:
+        self.name = name
+        self.timeout = timeout
+        super().__init__(f"lock {name!r} not acquired within {timeout:g}s")
+
+
+class LockNotOwnedError(LockError):
+    """Raised by ``release()`` or ``extend()`` when the caller does not hold the lock:
+    it was never acquired, was already released, or its lease expired and the server
+    no longer names this caller as the owner.
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(self, name: str, detail: str = "this caller does not hold it") -> None:
+        self.name = name
+        self.detail = detail
+        super().__init__(f"lock {name!r} is not owned: {detail}")
+
+
+class LockLostError(LockError):
+    """Raised when a held lock stops being held before its holder released it: the
+    server reported another owner or no owner, or the local safe deadline passed with
+    no confirmed renewal. Under the default policy the body of ``async with`` has been
+    cancelled by the time this is raised. Any write made after the loss must carry the
+    fencing token so that a guard can refuse it.
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(self, name: str, reason: str, token: FencingToken | None = None) -> None:
+        self.name = name
+        self.reason = reason
+        self.token = token
+        at = f" (token {int(token)})" if token is not None else ""
+        super().__init__(f"lock {name!r} was lost{at}: {reason}")
+
+
+class StaleTokenError(LockError):
+    """Raised by a guard that refused a mutation: ``offered`` is not newer than the
+    ``current`` fence of ``resource`` (or is equal but from another acquisition, or
+    was minted for another lock). Nothing was written.
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(
+        self,
+        resource: str,
+        offered: int,
+        current: int | None,
+        reason: str = "a newer token was already accepted",
+    ) -> None:
+        self.resource = resource
+        self.offered = offered
+        self.current = current
+        self.reason = reason
+        super().__init__(
+            f"write to {resource!r} refused: token {int(offered)} is stale "
+            f"(current {current if current is None else int(current)}; {reason})"
+        )
+
+
+class BackendUnavailable(LockError, ConnectionError):
+    """Raised when the backend cannot be reached or its session failed. The driver's
+    own exception is the ``__cause__``. Whether the operation took effect on the server
+    is unknown; lockkit cleans up what it can on its side.
+
+    .. versionadded:: 0.1
+    """
+
+    retriable = True

@@ -1,0 +1,269 @@
+"""Leases: the local view of a hold, its safe deadline, renewal and loss.
+
+A :class:`Lease` is the holder's knowledge of one acquisition. It is *safe* until
+``safe_deadline = started + ttl - drift``, where ``started`` is the clock reading taken
+before the request that granted (or last renewed) the hold was sent, so a slow reply
+only makes the holder more careful. Past the safe deadline with no confirmed renewal,
+or on a definite "not the owner" from the server, the lease is lost and everyone
+registered with :meth:`Lease.on_lost` is told.
+
+The :class:`Watchdog` renews every lease of one client from a single task: it sleeps
+until the earliest renewal or deadline, renews everything due (and everything nearly
+due, so that renewals are batched) with one :meth:`Backend.extend_many` call, and
+declares leases lost when their safe deadline passes.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING, final
+
+import anyio
+
+from ..abc import Renewal
+from ._clock import Clock
+from ._token import FencingToken
+
+if TYPE_CHECKING:
+    from anyio.abc import TaskGroup
+
+    from ..abc import Backend
+
+__all__ = ("Lease", "LeaseState", "Watchdog")
+
+logger = logging.getLogger("lockkit")
+
+#: A lease is renewed after this fraction of its ttl.
+RENEW_FRACTION = 1 / 3
+#: Leases due within this fraction of their ttl join an earlier renewal batch.
+COALESCE_FRACTION = 1 / 6
+#: After a failed renewal, retry after this fraction of the ttl (at most 1 s).
+RETRY_FRACTION = 1 / 10
+
+
+class LeaseState(enum.Enum):
+    """Where a lease stands.
+
+    .. versionadded:: 0.1
+    """
+
+    #: Held, and the last renewal (or the acquisition) was confirmed.
+    HELD = "held"
+    #: A renewal failed without a definite answer; still inside the safe deadline.
+    AT_RISK = "at_risk"
+    #: The server said another owner (or none), or the safe deadline passed.
+    LOST = "lost"
+    #: Released by its holder.
+    RELEASED = "released"
+
+
+@final
+class Lease:
+    """The holder's view of one acquisition.
+
+    .. versionadded:: 0.1
+    """
+
+    __slots__ = (
+        "_callbacks",
+        "_clock",
+        "_lost_event",
+        "drift_factor",
+        "lost_reason",
+        "renew_at",
+        "renewing",
+        "safe_deadline",
+        "state",
+        "token",
+        "ttl",
+    )
+
+    def __init__(
+        self, token: FencingToken, ttl: float, clock: Clock, started: float, drift_factor: float
+    ) -> None:
+        self.token = token
+        self.ttl = ttl
+        self.drift_factor = drift_factor
+        self._clock = clock
+        self.state = LeaseState.HELD
+        self.lost_reason: str | None = None
+        self.renewing = False
+        self._callbacks: list[Callable[[Lease], None]] = []
+        self._lost_event: anyio.Event | None = None
+        self.safe_deadline = 0.0
+        self.renew_at = 0.0
+        self.confirm(started)
+
+    @property
+    def drift(self) -> float:
+        """Allowance for clock drift and processing delay: 1 % of ttl + 2 ms by default."""
+        return self.ttl * self.drift_factor + 0.002
+
+    def confirm(self, started: float, ttl: float | None = None) -> None:
+        """Record a renewal the server confirmed; ``started`` is when it was sent."""
+        if self.state in (LeaseState.LOST, LeaseState.RELEASED):
+            return
+        if ttl is not None:
+            self.ttl = ttl
+        self.safe_deadline = started + self.ttl - self.drift
+        self.renew_at = started + self.ttl * RENEW_FRACTION
+        self.state = LeaseState.HELD
+
+    def remaining(self) -> float:
+        """Seconds until the safe deadline; 0 once lost or released."""
+        if self.state in (LeaseState.LOST, LeaseState.RELEASED):
+            return 0.0
+        return max(0.0, self.safe_deadline - self._clock.now())
+
+    @property
+    def held(self) -> bool:
+        """True while the lease is held (including at risk) and inside its deadline."""
+        return self.state in (LeaseState.HELD, LeaseState.AT_RISK) and self.remaining() > 0
+
+    @property
+    def lost(self) -> bool:
+        return self.state is LeaseState.LOST
+
+    def mark_at_risk(self) -> None:
+        if self.state is LeaseState.HELD:
+            self.state = LeaseState.AT_RISK
+
+    def mark_lost(self, reason: str) -> None:
+        """Declare the lease lost and run the loss callbacks (once)."""
+        if self.state in (LeaseState.LOST, LeaseState.RELEASED):
+            return
+        self.state = LeaseState.LOST
+        self.lost_reason = reason
+        logger.warning("lock %r lost (token %d): %s", self.token.name, self.token, reason)
+        if self._lost_event is not None:
+            self._lost_event.set()
+        callbacks, self._callbacks = self._callbacks, []
+        for callback in callbacks:
+            callback(self)
+
+    def mark_released(self) -> None:
+        if self.state is not LeaseState.LOST:
+            self.state = LeaseState.RELEASED
+        self._callbacks.clear()
+
+    def on_lost(self, callback: Callable[[Lease], None]) -> None:
+        """Call ``callback(lease)`` when the lease is lost (now, if it already is)."""
+        if self.state is LeaseState.LOST:
+            callback(self)
+        elif self.state is not LeaseState.RELEASED:
+            self._callbacks.append(callback)
+
+    async def wait_lost(self) -> None:
+        """Return when the lease is lost. Never returns for a lease released in time."""
+        if self.state is LeaseState.LOST:
+            return
+        if self._lost_event is None:
+            self._lost_event = anyio.Event()
+        await self._lost_event.wait()
+
+    def __repr__(self) -> str:
+        return (
+            f"<Lease {self.token.name!r} token={int(self.token)} {self.state.value} "
+            f"remaining={self.remaining():.3f}s>"
+        )
+
+
+@final
+class Watchdog:
+    """Renews the leases of one client and declares them lost when they run out."""
+
+    def __init__(self, backend: Backend, clock: Clock, task_group: TaskGroup) -> None:
+        self._backend = backend
+        self._clock = clock
+        self._tg = task_group
+        self._leases: set[Lease] = set()
+        self._wake = anyio.Event()
+        #: While True no renewal is sent (deadlines are still enforced). For tests.
+        self.paused = False
+        self.renewal_calls = 0
+
+    def add(self, lease: Lease) -> None:
+        self._leases.add(lease)
+        self._poke()
+
+    def discard(self, lease: Lease) -> None:
+        self._leases.discard(lease)
+
+    def __len__(self) -> int:
+        return len(self._leases)
+
+    def _poke(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        """The watchdog loop; runs until cancelled with the client's task group."""
+        while True:
+            self._wake = anyio.Event()
+            next_wake = self._tick()
+            await self._clock.wait(self._wake, next_wake)
+
+    def _tick(self) -> float:
+        now = self._clock.now()
+        next_wake = math.inf
+        due: list[Lease] = []
+        soon: list[Lease] = []
+        for lease in list(self._leases):
+            if lease.state not in (LeaseState.HELD, LeaseState.AT_RISK):
+                self._leases.discard(lease)
+                continue
+            if now >= lease.safe_deadline:
+                self._leases.discard(lease)
+                lease.mark_lost("the safe deadline passed without a confirmed renewal")
+                continue
+            next_wake = min(next_wake, lease.safe_deadline)
+            if lease.renewing or self.paused:
+                continue
+            if lease.renew_at <= now:
+                due.append(lease)
+            elif lease.renew_at <= now + lease.ttl * COALESCE_FRACTION:
+                soon.append(lease)
+            else:
+                next_wake = min(next_wake, lease.renew_at)
+        if due:
+            batch = due + soon
+            for lease in batch:
+                lease.renewing = True
+            self._tg.start_soon(self._renew, batch)
+        else:
+            for lease in soon:
+                next_wake = min(next_wake, lease.renew_at)
+        return next_wake
+
+    async def _renew(self, batch: list[Lease]) -> None:
+        started = self._clock.now()
+        renewals = [Renewal(lease.token.name, lease.token.owner, lease.ttl) for lease in batch]
+        results: list[bool | BaseException]
+        self.renewal_calls += 1
+        try:
+            limit = max(0.01, min(lease.safe_deadline for lease in batch) - started)
+            with anyio.fail_after(limit):
+                results = await self._backend.extend_many(renewals)
+        except Exception as exc:
+            results = [exc] * len(batch)
+        finally:
+            for lease in batch:
+                lease.renewing = False
+        now = self._clock.now()
+        for lease, result in zip(batch, results, strict=True):
+            if lease not in self._leases:
+                continue  # released meanwhile
+            if result is True:
+                lease.confirm(started)
+            elif result is False:
+                self._leases.discard(lease)
+                lease.mark_lost("the server no longer names this holder as the owner")
+            else:
+                lease.mark_at_risk()
+                lease.renew_at = now + min(1.0, lease.ttl * RETRY_FRACTION)
+                logger.info(
+                    "renewal of lock %r failed, retrying: %s", lease.token.name, result
+                )
+        self._poke()

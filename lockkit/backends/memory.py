@@ -1,0 +1,223 @@
+"""The in-process backend: ``memory://``.
+
+Locks live in the memory of one process, so it excludes tasks of that process only. It
+is the embedded default, the reference for the semantics every backend shares, and
+what tests of code using lockkit can run on without a server.
+
+URL: ``memory://`` gives a private store for the client; ``memory://NAME`` names a
+store shared by every client in the process that uses the same name.
+
+Guarantees: tokens come from one counter per store, so they strictly increase across
+all names; waiters are served in arrival order with direct handoff (a release grants
+the lock to the oldest waiter and wakes only that one); a holder that stops renewing
+loses the lock when its ttl runs out on the client's clock; a cancelled or timed-out
+waiter leaves nothing behind.
+
+.. versionadded:: 0.1
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import math
+import weakref
+from typing import Any, ClassVar, final
+
+import anyio
+
+from ..abc import Backend, Capability, Grant, HolderInfo, LockInfo
+from .._core._errors import ConfigurationError, LockTimeout
+from .._core._url import LockURL, resolve_options
+
+__all__ = ("MemoryBackend",)
+
+
+@dataclasses.dataclass(slots=True, eq=False)
+class _Waiter:
+    owner: str
+    ttl: float
+    event: anyio.Event
+    grant: Grant | None = None
+
+
+@dataclasses.dataclass(slots=True, eq=False)
+class _Entry:
+    holder: str | None = None
+    token: int = 0
+    expires_at: float = math.inf
+    queue: collections.deque[_Waiter] = dataclasses.field(default_factory=collections.deque)
+
+
+@final
+class _Store:
+    """The shared state behind one ``memory://`` store."""
+
+    __slots__ = ("__weakref__", "counter", "entries")
+
+    def __init__(self) -> None:
+        self.counter = 0
+        self.entries: dict[str, _Entry] = {}
+
+
+_named_stores: weakref.WeakValueDictionary[str, _Store] = weakref.WeakValueDictionary()
+
+
+@final
+class MemoryBackend(Backend):
+    """Locks in this process's memory. See the module docstring for guarantees.
+
+    .. versionadded:: 0.1
+    """
+
+    kind: ClassVar[str] = "memory"
+    schemes: ClassVar[tuple[str, ...]] = ("memory",)
+    capabilities: ClassVar[frozenset[Capability]] = frozenset(
+        {Capability.FAIR, Capability.BATCH_RENEW, Capability.NOTIFY}
+    )
+
+    def __init__(self, store_name: str | None = None) -> None:
+        self.store_name = store_name
+        if store_name is None:
+            self._store = _Store()
+        else:
+            store = _named_stores.get(store_name)
+            if store is None:
+                store = _named_stores[store_name] = _Store()
+            self._store = store
+
+    @classmethod
+    def from_url(cls, url: LockURL, **options: Any) -> MemoryBackend:
+        resolve_options(cls.kind, {}, url.query, options)
+        if len(url.hosts) > 1 or url.path not in ("", "/"):
+            raise ConfigurationError(
+                "a memory:// URL is 'memory://' or 'memory://STORE_NAME', nothing more"
+            )
+        return cls(url.hosts[0][0] if url.hosts else None)
+
+    # -- primitives ------------------------------------------------------------------
+
+    async def acquire(self, name: str, owner: str, *, ttl: float, timeout: float | None) -> Grant:
+        now = self.clock.now()
+        entry = self._entry(name)
+        self._expire(name, entry, now)
+        if entry.holder is None and not entry.queue:
+            return self._grant(entry, owner, ttl, now)
+        if timeout == 0:
+            self._gc(name, entry)
+            raise LockTimeout(name, 0)
+        deadline = math.inf if timeout is None else now + timeout
+        waiter = _Waiter(owner, ttl, anyio.Event())
+        entry.queue.append(waiter)
+        try:
+            while waiter.grant is None:
+                bound = deadline
+                if entry.queue and entry.queue[0] is waiter:
+                    bound = min(bound, entry.expires_at)  # only the head watches expiry
+                await self.clock.wait(waiter.event, bound)
+                waiter.event = anyio.Event()
+                if waiter.grant is not None:
+                    break
+                now = self.clock.now()
+                self._expire(name, entry, now)
+                if waiter.grant is None and now >= deadline:
+                    raise LockTimeout(name, timeout if timeout is not None else math.inf)
+            return waiter.grant
+        except BaseException:
+            self._abandon(name, entry, waiter)
+            raise
+
+    async def release(self, name: str, owner: str) -> bool:
+        entry = self._store.entries.get(name)
+        if entry is None:
+            return False
+        now = self.clock.now()
+        self._expire(name, entry, now)
+        if entry.holder != owner:
+            return False
+        entry.holder = None
+        self._handoff(name, entry, now)
+        return True
+
+    async def extend(self, name: str, owner: str, *, ttl: float) -> bool:
+        entry = self._store.entries.get(name)
+        if entry is None:
+            return False
+        now = self.clock.now()
+        self._expire(name, entry, now)
+        if entry.holder != owner:
+            return False
+        entry.expires_at = now + ttl
+        return True
+
+    async def inspect(self, name: str) -> LockInfo:
+        entry = self._store.entries.get(name)
+        if entry is None:
+            return LockInfo(name, None, 0)
+        now = self.clock.now()
+        self._expire(name, entry, now)
+        holder = None
+        if entry.holder is not None:
+            holder = HolderInfo(entry.holder, entry.token, max(0.0, entry.expires_at - now))
+        return LockInfo(name, holder, len(entry.queue))
+
+    @property
+    def names(self) -> list[str]:
+        """Names with anything stored (holder or waiters); for tests and the CLI."""
+        return list(self._store.entries)
+
+    # -- internals -------------------------------------------------------------------
+
+    def _entry(self, name: str) -> _Entry:
+        entry = self._store.entries.get(name)
+        if entry is None:
+            entry = self._store.entries[name] = _Entry()
+        return entry
+
+    def _grant(self, entry: _Entry, owner: str, ttl: float, now: float) -> Grant:
+        self._store.counter += 1
+        entry.holder = owner
+        entry.token = self._store.counter
+        entry.expires_at = now + ttl
+        return Grant(entry.token, now)
+
+    def _expire(self, name: str, entry: _Entry, now: float) -> None:
+        if entry.holder is not None and now >= entry.expires_at:
+            entry.holder = None
+            self._handoff(name, entry, now)
+
+    def _handoff(self, name: str, entry: _Entry, now: float) -> None:
+        """The lock is free: grant it to the oldest waiter, or drop the entry."""
+        entry.expires_at = math.inf
+        if entry.queue:
+            waiter = entry.queue.popleft()
+            waiter.grant = self._grant(entry, waiter.owner, waiter.ttl, now)
+            waiter.event.set()
+            if entry.queue:  # the new head must now watch the new holder's expiry
+                entry.queue[0].event.set()
+        else:
+            self._gc(name, entry)
+
+    def _abandon(self, name: str, entry: _Entry, waiter: _Waiter) -> None:
+        """A waiter leaves (timeout, cancellation): remove every trace of it."""
+        if waiter.grant is not None:
+            if entry.holder == waiter.owner:  # granted as it left: pass it on
+                entry.holder = None
+                self._handoff(name, entry, self.clock.now())
+            return
+        was_head = bool(entry.queue) and entry.queue[0] is waiter
+        try:
+            entry.queue.remove(waiter)
+        except ValueError:
+            pass
+        if was_head and entry.queue:
+            entry.queue[0].event.set()
+        self._gc(name, entry)
+
+    def _gc(self, name: str, entry: _Entry) -> None:
+        if entry.holder is None and not entry.queue and self._store.entries.get(name) is entry:
+            del self._store.entries[name]
+
+    def __repr__(self) -> str:
+        store = "private" if self.store_name is None else repr(self.store_name)
+        return f"<MemoryBackend store={store}>"

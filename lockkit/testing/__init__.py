@@ -1,0 +1,19 @@
+"""Tools for testing code that uses lockkit, and for testing new backends.
+
+* :class:`VirtualClock`: a clock that moves only when told, for timing logic
+  without sleeps.
+* :func:`pause_renewals`: stop a client's watchdog, to simulate a paused holder.
+* :func:`check_backend` and :data:`CHECKS`: the conformance suite every backend passes.
+
+.. versionadded:: 0.1
+"""
+
+from __future__ import annotations
+
+from ._clock import VirtualClock as VirtualClock
+from ._conformance import CHECKS as CHECKS
+from ._conformance import ClientFactory as ClientFactory
+from ._conformance import check_backend as check_backend
+from ._conformance import pause_renewals as pause_renewals
+
+__all__ = ("CHECKS", "ClientFactory", "VirtualClock", "check_backend", "pause_renewals")

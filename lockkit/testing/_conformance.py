@@ -1,0 +1,365 @@
+"""The backend conformance suite: the semantics every backend must show.
+
+Each check is an ``async`` function taking a :data:`ClientFactory` (a callable that
+returns a new, unopened :class:`lockkit.LockClient` on the backend under test; clients
+from one factory must share locks) and a ``prefix`` for the lock names it uses. A check
+raises ``AssertionError`` (or a lockkit error) when the backend misbehaves.
+
+Run them all with :func:`check_backend`, or one per test with :data:`CHECKS`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Final
+
+import anyio
+
+from ..abc import Capability
+from ..guards.memory import MemoryGuard
+from .._core._client import LockClient
+from .._core._errors import (
+    ConfigurationError,
+    InvalidLockName,
+    LockLostError,
+    LockNotOwnedError,
+    LockTimeout,
+    StaleTokenError,
+)
+from .._core._names import MAX_NAME_BYTES
+from .._core._token import FencingToken
+
+__all__ = ("CHECKS", "ClientFactory", "check_backend", "pause_renewals")
+
+ClientFactory = Callable[[], LockClient]
+Check = Callable[[ClientFactory, str], Awaitable[None]]
+
+
+@contextlib.contextmanager
+def pause_renewals(client: LockClient) -> Iterator[None]:
+    """Stop the client's watchdog from sending renewals (deadlines are still enforced),
+    as if the holder's process were paused. Leases it holds run out at their ttl."""
+    watchdog = client._watchdog
+    if watchdog is None:
+        raise RuntimeError("open the client before pausing its renewals")
+    watchdog.paused = True
+    try:
+        yield
+    finally:
+        watchdog.paused = False
+
+
+@contextlib.asynccontextmanager
+async def _clients(factory: ClientFactory, count: int) -> AsyncIterator[list[LockClient]]:
+    async with contextlib.AsyncExitStack() as stack:
+        yield [await stack.enter_async_context(factory()) for _ in range(count)]
+
+
+def _name(prefix: str, what: str) -> str:
+    return f"{prefix}{what}:{uuid.uuid4().hex[:8]}"
+
+
+async def check_mutual_exclusion(factory: ClientFactory, prefix: str) -> None:
+    """100 tasks over two clients; never two inside at once; tokens rise in entry order."""
+    name = _name(prefix, "mutex")
+    inside = 0
+    overlaps = 0
+    tokens: list[int] = []
+    async with _clients(factory, 2) as clients:
+
+        async def worker(client: LockClient) -> None:
+            nonlocal inside, overlaps
+            async with client.lock(name, ttl=10, timeout=60) as token:
+                inside += 1
+                overlaps += inside > 1
+                tokens.append(int(token))
+                await anyio.sleep(0)
+                await anyio.sleep(0)
+                inside -= 1
+
+        async with anyio.create_task_group() as tg:
+            for i in range(100):
+                tg.start_soon(worker, clients[i % 2])
+        assert overlaps == 0, f"{overlaps} overlapping holders of {name!r}"
+        assert len(tokens) == 100
+        assert tokens == sorted(tokens) and len(set(tokens)) == 100, "tokens not increasing"
+        assert (await clients[0].inspect(name)).idle, "state left behind after 100 holders"
+
+
+async def check_tokens_increase(factory: ClientFactory, prefix: str) -> None:
+    """1,000 successive holders, alternating clients: every token beats the last."""
+    name = _name(prefix, "tokens")
+    async with _clients(factory, 2) as clients:
+        locks = [c.lock(name, ttl=10, timeout=10) for c in clients]
+        last = -1
+        for i in range(1000):
+            token = await locks[i % 2].acquire()
+            assert isinstance(token, FencingToken)
+            assert token.name == name and token.backend == clients[0].backend.kind
+            assert int(token) > last, f"holder {i}: token {int(token)} after {last}"
+            last = int(token)
+            await locks[i % 2].release()
+
+
+async def check_try_once(factory: ClientFactory, prefix: str) -> None:
+    """``timeout=0`` fails at once against a holder and leaves no waiter behind."""
+    name = _name(prefix, "try")
+    async with _clients(factory, 2) as (a, b):
+        async with a.lock(name, ttl=10):
+            started = time.monotonic()
+            try:
+                await b.lock(name, timeout=0).acquire()
+            except LockTimeout as exc:
+                assert exc.name == name and exc.timeout == 0
+            else:
+                raise AssertionError("timeout=0 acquired a held lock")
+            assert time.monotonic() - started < 2.0, "timeout=0 waited"
+            info = await a.inspect(name)
+            assert info.waiters == 0 and info.holder is not None
+        token = await b.lock(name, timeout=0).acquire()
+        assert int(token) > 0
+
+
+async def check_timeout(factory: ClientFactory, prefix: str) -> None:
+    """``timeout=x`` raises LockTimeout after about x; succeeds if freed within x."""
+    name = _name(prefix, "timeout")
+    async with _clients(factory, 2) as (a, b):
+        holder = a.lock(name, ttl=10)
+        await holder.acquire()
+        started = time.monotonic()
+        try:
+            await b.lock(name, timeout=0.3).acquire()
+        except LockTimeout:
+            elapsed = time.monotonic() - started
+            assert 0.25 <= elapsed < 3.0, f"LockTimeout after {elapsed:.3f}s, wanted 0.3s"
+        else:
+            raise AssertionError("acquired a held lock")
+        assert (await a.inspect(name)).waiters == 0, "a timed-out waiter stayed queued"
+
+        async def release_soon() -> None:
+            await anyio.sleep(0.2)
+            await holder.release()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(release_soon)
+            waiter = b.lock(name, timeout=5)
+            token = await waiter.acquire()
+            await waiter.release()
+        assert int(token) > 0
+
+
+async def check_release_by_non_owner(factory: ClientFactory, prefix: str) -> None:
+    """Releasing or extending a lock one does not hold raises LockNotOwnedError and
+    leaves the real holder alone."""
+    name = _name(prefix, "owner")
+    async with _clients(factory, 2) as (a, b):
+        holder = a.lock(name, ttl=10)
+        token = await holder.acquire()
+        for call in (b.lock(name).release, b.lock(name).extend, a.lock(name).release):
+            try:
+                await call()
+            except LockNotOwnedError as exc:
+                assert exc.name == name
+            else:
+                raise AssertionError(f"{call.__qualname__} by a non-owner succeeded")
+        info = await a.inspect(name)
+        assert info.holder is not None and info.holder.owner == token.owner
+        await holder.release()
+        try:
+            await holder.release()
+        except LockNotOwnedError:
+            pass
+        else:
+            raise AssertionError("a second release() succeeded")
+        assert (await a.inspect(name)).idle
+
+
+async def check_loss_cancels_body(factory: ClientFactory, prefix: str) -> None:
+    """A holder whose renewals stop loses the lock at its ttl: the body is cancelled,
+    ``async with`` raises LockLostError, the next holder gets a higher token and a
+    guard refuses the old holder's write."""
+    name = _name(prefix, "loss")
+    guard: MemoryGuard[str] = MemoryGuard()
+    async with _clients(factory, 2) as (a, b):
+        finished = False
+        old: FencingToken | None = None
+        started = time.monotonic()
+        try:
+            with pause_renewals(a):
+                async with a.lock(name, ttl=0.6) as old:
+                    await guard.write("res", "first", token=old)
+                    await anyio.sleep(10)
+                    finished = True
+        except LockLostError as exc:
+            assert exc.name == name and exc.token is not None
+        else:
+            raise AssertionError("loss of a lock went unreported")
+        elapsed = time.monotonic() - started
+        assert not finished, "the body was not cancelled on loss"
+        assert elapsed < 5, f"loss reported after {elapsed:.2f}s for a 0.6s ttl"
+        assert old is not None
+        async with b.lock(name, ttl=10, timeout=10) as new:
+            assert int(new) > int(old)
+            await guard.write("res", "second", token=new)
+        try:
+            await guard.write("res", "stale", token=old)
+        except StaleTokenError as exc:
+            assert exc.offered == old and exc.current == new
+        else:
+            raise AssertionError("the guard accepted a stale token")
+        assert await guard.read("res") == "second"
+
+
+async def check_renewal_keeps_lock(factory: ClientFactory, prefix: str) -> None:
+    """The watchdog keeps a short lease alive well past its ttl."""
+    name = _name(prefix, "renew")
+    async with _clients(factory, 2) as (a, b):
+        async with a.lock(name, ttl=0.4) as token:
+            await anyio.sleep(1.3)
+            lock_b = b.lock(name, timeout=0)
+            try:
+                await lock_b.acquire()
+            except LockTimeout:
+                pass
+            else:
+                raise AssertionError("a renewed lock was taken by another client")
+            info = await a.inspect(name)
+            assert info.holder is not None and info.holder.owner == token.owner
+
+
+async def check_expiry_frees_lock(factory: ClientFactory, prefix: str) -> None:
+    """A holder that neither renews nor releases frees the lock after its ttl."""
+    name = _name(prefix, "expiry")
+    async with _clients(factory, 2) as (a, b):
+        first = await a.lock(name, ttl=0.3, renew=False).acquire()
+        started = time.monotonic()
+        waiter = b.lock(name, ttl=10, timeout=5)
+        second = await waiter.acquire()
+        elapsed = time.monotonic() - started
+        assert int(second) > int(first)
+        assert elapsed < 2.5, f"waited {elapsed:.2f}s for a 0.3s ttl"
+        await waiter.release()
+
+
+async def check_cancelled_waiters_leave_nothing(factory: ClientFactory, prefix: str) -> None:
+    """Cancelled waiters leave no queue entry; after release the name is idle."""
+    name = _name(prefix, "cancel")
+    async with _clients(factory, 2) as (a, b):
+        holder = a.lock(name, ttl=10)
+        await holder.acquire()
+        async with anyio.create_task_group() as tg:
+            for _ in range(10):
+                tg.start_soon(b.lock(name, ttl=10).acquire)
+            await anyio.sleep(0.3)
+            info = await a.inspect(name)
+            assert info.waiters in (0, 10), f"{info.waiters} of 10 waiters queued"
+            tg.cancel_scope.cancel()
+        with anyio.fail_after(5):
+            while (await a.inspect(name)).waiters:
+                await anyio.sleep(0.05)
+        await holder.release()
+        info = await a.inspect(name)
+        assert info.idle, f"state left behind: {info}"
+        assert b.held_count == 0
+
+
+async def check_cancelled_body_releases(factory: ClientFactory, prefix: str) -> None:
+    """Cancelling the body of ``async with`` still releases the lock."""
+    name = _name(prefix, "cancel-body")
+    async with _clients(factory, 1) as (a,):
+        with anyio.move_on_after(0.2):
+            async with a.lock(name, ttl=10):
+                await anyio.sleep(10)
+        info = await a.inspect(name)
+        assert info.idle, f"a cancelled body left {info}"
+        assert a.held_count == 0
+
+
+async def check_fifo(factory: ClientFactory, prefix: str) -> None:
+    """Waiters are served in arrival order and a releasing holder cannot barge."""
+    name = _name(prefix, "fifo")
+    order: list[int] = []
+    async with _clients(factory, 2) as clients:
+        first = clients[0].lock(name, ttl=10)
+        await first.acquire()
+
+        async def waiter(i: int) -> None:
+            async with clients[i % 2].lock(name, ttl=10):
+                order.append(i)
+
+        async with anyio.create_task_group() as tg:
+            for i in range(6):
+                tg.start_soon(waiter, i)
+                with anyio.fail_after(5):  # wait until it is queued
+                    while (await clients[0].inspect(name)).waiters < i + 1:
+                        await anyio.sleep(0.01)
+            await first.release()
+            try:  # the old holder asks again at once: it must queue, not barge
+                barger = await clients[0].lock(name, ttl=10, timeout=0).acquire()
+            except LockTimeout:
+                barger = None
+            assert barger is None, "a releasing holder barged ahead of queued waiters"
+        assert order == list(range(6)), f"served out of order: {order}"
+
+
+async def check_bad_input(factory: ClientFactory, prefix: str) -> None:
+    """Bad names, ttl and timeout fail fast with the documented errors."""
+    async with _clients(factory, 1) as (a,):
+        for bad_name in ("", "a\x00b", "line\nbreak", "x" * (MAX_NAME_BYTES + 1)):
+            try:
+                a.lock(bad_name)
+            except InvalidLockName:
+                pass
+            else:
+                raise AssertionError(f"name {bad_name[:20]!r} accepted")
+        for ttl in (0, -1, math.inf, math.nan):
+            try:
+                a.lock(_name(prefix, "bad"), ttl=ttl)
+            except ConfigurationError:
+                pass
+            else:
+                raise AssertionError(f"ttl={ttl} accepted")
+        try:
+            a.lock(_name(prefix, "bad"), timeout=-1)
+        except ConfigurationError:
+            pass
+        else:
+            raise AssertionError("timeout=-1 accepted")
+        # names that look alike stay apart
+        base = _name(prefix, "enc")
+        held = [await a.lock(n, ttl=10).acquire() for n in (base, base + "/x", base + ":x")]
+        assert len({t.name for t in held}) == 3
+
+
+#: Every check, in a stable order. ``(function, required capability or None)``.
+CHECKS: Final[tuple[tuple[Check, Capability | None], ...]] = (
+    (check_bad_input, None),
+    (check_mutual_exclusion, None),
+    (check_tokens_increase, None),
+    (check_try_once, None),
+    (check_timeout, None),
+    (check_release_by_non_owner, None),
+    (check_loss_cancels_body, None),
+    (check_renewal_keeps_lock, None),
+    (check_expiry_frees_lock, None),
+    (check_cancelled_waiters_leave_nothing, None),
+    (check_cancelled_body_releases, None),
+    (check_fifo, Capability.FAIR),
+)
+
+
+async def check_backend(factory: ClientFactory, prefix: str = "lockkit-check:") -> list[str]:
+    """Run every check that applies to the factory's backend; return the names of the
+    checks skipped for a missing capability. Raises on the first failure."""
+    skipped: list[str] = []
+    capabilities = type(factory().backend).capabilities
+    for check, needs in CHECKS:
+        if needs is not None and needs not in capabilities:
+            skipped.append(check.__name__)
+            continue
+        await check(factory, prefix)
+    return skipped
