@@ -74,6 +74,7 @@ class Lease:
         "drift_factor",
         "lost_reason",
         "renew_at",
+        "renew",
         "renewing",
         "safe_deadline",
         "state",
@@ -82,7 +83,14 @@ class Lease:
     )
 
     def __init__(
-        self, token: FencingToken, ttl: float, clock: Clock, started: float, drift_factor: float
+        self,
+        token: FencingToken,
+        ttl: float,
+        clock: Clock,
+        started: float,
+        drift_factor: float,
+        *,
+        renew: bool = True,
     ) -> None:
         self.token = token
         self.ttl = ttl
@@ -90,6 +98,8 @@ class Lease:
         self._clock = clock
         self.state = LeaseState.HELD
         self.lost_reason: str | None = None
+        #: Whether the watchdog renews it; it enforces the safe deadline either way.
+        self.renew = renew
         self.renewing = False
         self._callbacks: list[Callable[[Lease], None]] = []
         self._lost_event: anyio.Event | None = None
@@ -219,7 +229,7 @@ class Watchdog:
                 lease.mark_lost("the safe deadline passed without a confirmed renewal")
                 continue
             next_wake = min(next_wake, lease.safe_deadline)
-            if lease.renewing or self.paused:
+            if lease.renewing or self.paused or not lease.renew:
                 continue
             if lease.renew_at <= now:
                 due.append(lease)

@@ -139,11 +139,12 @@ class Lock:
         finally:
             self._waiting -= 1
         token = FencingToken(grant.token, name=self.name, backend=backend.kind, owner=owner)
-        lease = Lease(token, lease_ttl, client.clock, grant.started, client.drift_factor)
+        lease = Lease(
+            token, lease_ttl, client.clock, grant.started, client.drift_factor, renew=self.renew
+        )
         self._by_task[task] = _Acquisition(token, lease, task)
         client._held.add(self)
-        if self.renew:
-            client._watch(lease)
+        client._watch(lease)
         return token
 
     async def release(self, token: FencingToken | None = None) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 import itertools
 import math
@@ -11,6 +12,29 @@ import anyio
 import anyio.lowlevel
 
 __all__ = ("VirtualClock",)
+
+
+async def _settle() -> None:
+    """Let every other task run until all of them are blocked."""
+    try:
+        me = asyncio.current_task()
+    except RuntimeError:  # pragma: no cover - not on asyncio
+        me = None
+    if me is None:  # pragma: no cover - trio
+        await anyio.wait_all_tasks_blocked()
+        return
+    loop = asyncio.get_running_loop()
+    for _ in range(100_000):
+        busy = bool(getattr(loop, "_ready", ()))  # callbacks queued to run now
+        for task in asyncio.all_tasks():
+            waiter = getattr(task, "_fut_waiter", None)
+            if task is not me and (waiter is None or waiter.done()):
+                busy = True
+                break
+        if not busy:
+            return
+        await asyncio.sleep(0)
+    raise RuntimeError("tasks kept running: cannot settle the virtual clock")
 
 
 @final
@@ -69,14 +93,14 @@ class VirtualClock:
         if seconds < 0:
             raise ValueError("a monotonic clock cannot go back")
         target = self._now + seconds
-        await anyio.wait_all_tasks_blocked()
+        await _settle()
         while self._timers and self._timers[0][0] <= target:
             deadline, _, event = heapq.heappop(self._timers)
             self._now = max(self._now, deadline)
             event.set()
-            await anyio.wait_all_tasks_blocked()
+            await _settle()
         self._now = target
-        await anyio.wait_all_tasks_blocked()
+        await _settle()
 
     def __repr__(self) -> str:
         return f"VirtualClock(now={self._now:g})"

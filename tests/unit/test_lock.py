@@ -1,0 +1,104 @@
+"""The lock object on the memory backend."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+
+import lockkit
+from lockkit import LockNotOwnedError, LockTimeout
+
+
+async def test_acquire_release_and_inspect() -> None:
+    async with lockkit.connect() as locks:
+        lock = locks.lock("a", ttl=5)
+        assert not await lock.locked()
+        token = await lock.acquire()
+        assert await lock.locked() and lock.owned() and lock.token == token
+        assert lock.statistics().held == 1
+        info = await lock.inspect()
+        assert info.holder is not None and info.holder.token == token
+        await lock.extend(10)
+        assert lock.lease is not None and lock.lease.remaining() > 9
+        await lock.release()
+        assert not await lock.locked() and lock.token is None
+
+
+async def test_not_reentrant_in_one_task() -> None:
+    async with lockkit.connect() as locks:
+        lock = locks.lock("a")
+        async with lock:
+            with pytest.raises(RuntimeError, match="reentrant"):
+                await lock.acquire()
+
+
+async def test_shared_lock_object_excludes_tasks() -> None:
+    async with lockkit.connect() as locks:
+        lock = locks.lock("shared", ttl=5)
+        inside = 0
+        peak = 0
+
+        async def worker() -> None:
+            nonlocal inside, peak
+            async with lock:
+                inside += 1
+                peak = max(peak, inside)
+                await anyio.sleep(0.001)
+                inside -= 1
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(20):
+                tg.start_soon(worker)
+        assert peak == 1
+
+
+async def test_release_by_token_from_another_task() -> None:
+    async with lockkit.connect() as locks:
+        lock = locks.lock("a")
+        tokens = []
+
+        async def take() -> None:
+            tokens.append(await lock.acquire())
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(take)
+        await lock.release(tokens[0])
+        with pytest.raises(LockNotOwnedError):
+            await lock.release(tokens[0])
+
+
+async def test_client_close_releases_held_locks() -> None:
+    async with lockkit.connect("memory://close-test") as other:
+        async with lockkit.connect("memory://close-test") as locks:
+            await locks.lock("a", ttl=60).acquire()
+        assert (await other.inspect("a")).idle
+
+
+async def test_client_use_outside_context_is_a_clear_error() -> None:
+    client = lockkit.connect()
+    with pytest.raises(RuntimeError, match="inside 'async with"):
+        await client.lock("a").acquire()
+
+
+async def test_named_stores_are_shared_private_ones_are_not() -> None:
+    async with lockkit.connect("memory://s1") as a, lockkit.connect("memory://s1") as b:
+        async with a.lock("x"):
+            with pytest.raises(LockTimeout):
+                await b.lock("x", timeout=0).acquire()
+    async with lockkit.connect() as a, lockkit.connect() as b:
+        async with a.lock("x"):
+            async with b.lock("x", timeout=0):
+                pass
+
+
+async def test_lock_timeout_is_timeouterror() -> None:
+    async with lockkit.connect() as locks:
+        async with locks.lock("x"):
+            with pytest.raises(TimeoutError):
+                await locks.lock("x", timeout=0.01).acquire()
+
+
+async def test_bad_on_lost() -> None:
+    async with lockkit.connect() as locks:
+        with pytest.raises(lockkit.ConfigurationError, match="on_lost"):
+            locks.lock("x", on_lost="ignore")  # type: ignore[arg-type]
