@@ -140,7 +140,7 @@ class Backend(abc.ABC):
     def from_url(cls, url: LockURL, **options: Any) -> Backend:
         """Build an unopened backend from a parsed URL and keyword options."""
 
-    async def aopen(self, clock: Clock) -> None:  # noqa: B027 - optional hook
+    async def aopen(self, clock: Clock) -> None:
         """Connect. Called once by the client before any other method."""
         self.clock = clock
 
@@ -264,7 +264,7 @@ class Guard(abc.ABC, Generic[ValueT]):
         """
         raise NotImplementedError(f"{type(self).__name__} does not support check()")
 
-    async def aclose(self) -> None:  # noqa: B027 - optional hook
+    async def aclose(self) -> None:
         """Release what the guard opened itself. Idempotent."""
 
     async def __aenter__(self) -> Guard[ValueT]:

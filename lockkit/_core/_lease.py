@@ -73,8 +73,8 @@ class Lease:
         "_lost_event",
         "drift_factor",
         "lost_reason",
-        "renew_at",
         "renew",
+        "renew_at",
         "renewing",
         "safe_deadline",
         "state",
@@ -273,7 +273,5 @@ class Watchdog:
             else:
                 lease.mark_at_risk()
                 lease.renew_at = now + min(1.0, lease.ttl * RETRY_FRACTION)
-                logger.info(
-                    "renewal of lock %r failed, retrying: %s", lease.token.name, result
-                )
+                logger.info("renewal of lock %r failed, retrying: %s", lease.token.name, result)
         self._poke()

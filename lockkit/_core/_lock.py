@@ -219,9 +219,9 @@ class Lock:
                 if acq.token.same_acquisition(token):
                     return acq
             raise LockNotOwnedError(self.name, f"no acquisition of this object has token {token}")
-        acq = self._by_task.get(_task_id())
-        if acq is not None:
-            return acq
+        mine = self._by_task.get(_task_id())
+        if mine is not None:
+            return mine
         if len(self._by_task) == 1:  # unambiguous: the one acquisition of this object
             return next(iter(self._by_task.values()))
         if self._by_task:
@@ -264,7 +264,7 @@ class Lock:
             self._forget(acq)
             raise LockLostError(self.name, lease.lost_reason or "lost", acq.token)
         await self._release(acq, lost_ok=True)
-        if lease.state is LeaseState.LOST:  # found out at release
+        if lease.lost:  # found out at release
             raise LockLostError(self.name, lease.lost_reason or "lost", acq.token)
         return swallowed
 
@@ -306,4 +306,3 @@ class Lock:
 
 def _task_id() -> int:
     return anyio.get_current_task().id
-

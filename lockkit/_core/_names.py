@@ -29,7 +29,8 @@ def validate_name(name: object, what: str = "lock") -> str:
         raise InvalidLockName(name, f"a {what} name cannot be empty")
     if (size := len(name.encode("utf-8", "surrogatepass"))) > MAX_NAME_BYTES:
         raise InvalidLockName(
-            name, f"{size} bytes in UTF-8; shorten it to at most {MAX_NAME_BYTES} (hash it if needed)"
+            name,
+            f"{size} bytes in UTF-8; shorten it to at most {MAX_NAME_BYTES} (hash it if needed)",
         )
     if (bad := _CONTROL.search(name)) is not None:
         raise InvalidLockName(
@@ -42,7 +43,9 @@ def validate_ttl(ttl: object, what: str = "ttl") -> float:
     """Return ``ttl`` as a float if it is a positive, finite number of seconds."""
     value = _number(ttl, what)
     if not value > 0 or math.isinf(value):
-        raise ConfigurationError(f"{what} must be a positive, finite number of seconds, got {ttl!r}")
+        raise ConfigurationError(
+            f"{what} must be a positive, finite number of seconds, got {ttl!r}"
+        )
     if value < 0.01:
         raise ConfigurationError(f"{what} must be at least 0.01 seconds, got {ttl!r}")
     return value

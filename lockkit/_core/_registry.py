@@ -32,7 +32,9 @@ def backend_class(scheme: str) -> type[Backend]:
     else:
         found = [ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name == scheme]
         if not found:
-            known = sorted(set(BUILTIN_SCHEMES) | {ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)})
+            known = sorted(
+                set(BUILTIN_SCHEMES) | {ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)}
+            )
             raise ConfigurationError(
                 f"unknown URL scheme {scheme + '://'!r}; lockkit knows "
                 f"{', '.join(s + '://' for s in known)}"

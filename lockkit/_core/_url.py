@@ -50,9 +50,8 @@ class LockURL:
                 auth += ":***"
             auth += "@"
         query = "&".join(f"{k}={quote(v, safe='')}" for k, v in self.query.items())
-        return (
-            f"{self.scheme}://{auth}{','.join(self.host_strings())}{self.path}"
-            + (f"?{query}" if query else "")
+        return f"{self.scheme}://{auth}{','.join(self.host_strings())}{self.path}" + (
+            f"?{query}" if query else ""
         )
 
     def __repr__(self) -> str:
@@ -157,7 +156,7 @@ def as_seconds(value: object) -> float:
 
 def as_positive_int(value: object) -> int:
     """Option converter for a positive integer."""
-    result = int(value)  # type: ignore[call-overload]
+    result = value if isinstance(value, int) else int(str(value))
     if result <= 0:
         raise ValueError(f"expected a positive integer, got {value!r}")
     return result

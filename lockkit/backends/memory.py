@@ -26,9 +26,9 @@ from typing import Any, ClassVar, final
 
 import anyio
 
-from ..abc import Backend, Capability, Grant, HolderInfo, LockInfo
 from .._core._errors import ConfigurationError, LockTimeout
 from .._core._url import LockURL, resolve_options
+from ..abc import Backend, Capability, Grant, HolderInfo, LockInfo
 
 __all__ = ("MemoryBackend",)
 
@@ -110,19 +110,20 @@ class MemoryBackend(Backend):
         waiter = _Waiter(owner, ttl, anyio.Event())
         entry.queue.append(waiter)
         try:
-            while waiter.grant is None:
+            while True:
                 bound = deadline
                 if entry.queue and entry.queue[0] is waiter:
                     bound = min(bound, entry.expires_at)  # only the head watches expiry
                 await self.clock.wait(waiter.event, bound)
                 waiter.event = anyio.Event()
-                if waiter.grant is not None:
-                    break
+                if (grant := waiter.grant) is not None:
+                    return grant
                 now = self.clock.now()
-                self._expire(name, entry, now)
-                if waiter.grant is None and now >= deadline:
+                self._expire(name, entry, now)  # may hand the lock to this waiter
+                if (grant := waiter.grant) is not None:
+                    return grant
+                if now >= deadline:
                     raise LockTimeout(name, timeout if timeout is not None else math.inf)
-            return waiter.grant
         except BaseException:
             self._abandon(name, entry, waiter)
             raise

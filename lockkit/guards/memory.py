@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from typing import ClassVar, Generic, TypeVar, final
 
-from ..abc import Fence, Guard, check_fence
 from .._core._names import validate_name
 from .._core._token import FencingToken
+from ..abc import Fence, Guard, check_fence
 
 __all__ = ("MemoryGuard",)
 

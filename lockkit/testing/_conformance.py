@@ -18,9 +18,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Final
 
 import anyio
+import anyio.lowlevel
 
-from ..abc import Capability
-from ..guards.memory import MemoryGuard
 from .._core._client import LockClient
 from .._core._errors import (
     ConfigurationError,
@@ -32,6 +31,8 @@ from .._core._errors import (
 )
 from .._core._names import MAX_NAME_BYTES
 from .._core._token import FencingToken
+from ..abc import Capability
+from ..guards.memory import MemoryGuard
 
 __all__ = ("CHECKS", "ClientFactory", "check_backend", "pause_renewals")
 
@@ -77,8 +78,8 @@ async def check_mutual_exclusion(factory: ClientFactory, prefix: str) -> None:
                 inside += 1
                 overlaps += inside > 1
                 tokens.append(int(token))
-                await anyio.sleep(0)
-                await anyio.sleep(0)
+                await anyio.lowlevel.checkpoint()
+                await anyio.lowlevel.checkpoint()
                 inside -= 1
 
         async with anyio.create_task_group() as tg:
@@ -259,7 +260,7 @@ async def check_cancelled_waiters_leave_nothing(factory: ClientFactory, prefix: 
             assert info.waiters in (0, 10), f"{info.waiters} of 10 waiters queued"
             tg.cancel_scope.cancel()
         with anyio.fail_after(5):
-            while (await a.inspect(name)).waiters:
+            while (await a.inspect(name)).waiters:  # noqa: ASYNC110
                 await anyio.sleep(0.05)
         await holder.release()
         info = await a.inspect(name)
@@ -295,7 +296,7 @@ async def check_fifo(factory: ClientFactory, prefix: str) -> None:
             for i in range(6):
                 tg.start_soon(waiter, i)
                 with anyio.fail_after(5):  # wait until it is queued
-                    while (await clients[0].inspect(name)).waiters < i + 1:
+                    while (await clients[0].inspect(name)).waiters < i + 1:  # noqa: ASYNC110
                         await anyio.sleep(0.01)
             await first.release()
             try:  # the old holder asks again at once: it must queue, not barge

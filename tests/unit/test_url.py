@@ -37,7 +37,7 @@ def test_unknown_scheme_lists_known_ones() -> None:
 
 
 def test_unknown_option_is_an_error() -> None:
-    with pytest.raises(ConfigurationError, match="unknown option 'colour'.*memory"):
+    with pytest.raises(ConfigurationError, match=r"unknown option 'colour'.*memory"):
         lockkit.connect("memory://", colour="blue")
     with pytest.raises(ConfigurationError, match="unknown option 'x'"):
         lockkit.connect("memory://?x=1")
