@@ -1,0 +1,227 @@
+"""etcd test servers: a single member and a three-member cluster.
+
+Readiness is ``etcdctl endpoint health`` (a linearised read through Raft); the leader
+comes from ``etcdctl endpoint status``. Heartbeats every 100 ms and a one-second
+election timeout let a cluster replace a killed leader within a couple of seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from ._base import (
+    LOOPBACK,
+    ProcessServer,
+    ServerError,
+    ServerGroup,
+    ServerStartError,
+    free_ports,
+    require_binary,
+    wait_until,
+)
+
+__all__ = ("EtcdCluster", "EtcdServer", "etcdctl")
+
+
+def etcdctl(endpoints: list[str], *args: str, timeout: float = 10.0) -> str:
+    """Run ``etcdctl --endpoints=... ARGS`` (API v3) and return its standard output."""
+    command = [
+        require_binary("etcdctl"),
+        f"--endpoints={','.join(endpoints)}",
+        "--dial-timeout=2s",
+        "--command-timeout=3s",
+        *args,
+    ]
+    result = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        env={"ETCDCTL_API": "3", "PATH": "/usr/bin:/bin"},
+    )
+    if result.returncode != 0:
+        raise ServerError(f"`etcdctl {' '.join(args)}` failed: {result.stderr.strip()}")
+    return result.stdout
+
+
+class EtcdServer(ProcessServer):
+    """One etcd member; a single-member cluster unless ``initial_cluster`` names peers.
+
+    Args:
+        initial_cluster: ``{member name: peer port}`` of every member, this one included.
+        cluster_token: shared by the members of one cluster.
+    """
+
+    kind = "etcd"
+    start_timeout = 30.0
+    port_names = ("client", "peer")
+
+    def __init__(
+        self,
+        name: str,
+        workdir: Path,
+        *,
+        initial_cluster: dict[str, int] | None = None,
+        cluster_token: str | None = None,
+        ports: dict[str, int] | None = None,
+    ) -> None:
+        super().__init__(name, workdir, ports=ports)
+        self.initial_cluster = initial_cluster
+        self.cluster_token = cluster_token or f"lockkit-{secrets.token_hex(4)}"
+        self._binary = require_binary("etcd")
+        require_binary("etcdctl")
+
+    @property
+    def url(self) -> str:
+        return f"etcd://{self.hostport}"
+
+    @property
+    def endpoint(self) -> str:
+        """``http://127.0.0.1:PORT``, the client URL."""
+        return f"http://{self.hostport}"
+
+    @property
+    def endpoints(self) -> list[str]:
+        """``[endpoint]``, for symmetry with :attr:`EtcdCluster.endpoints`."""
+        return [self.endpoint]
+
+    def command(self) -> list[str]:
+        peer_url = f"http://{LOOPBACK}:{self.ports['peer']}"
+        cluster = self.initial_cluster or {self.name: self.ports["peer"]}
+        initial = ",".join(f"{name}=http://{LOOPBACK}:{port}" for name, port in cluster.items())
+        return [
+            self._binary,
+            f"--name={self.name}",
+            f"--data-dir={self.data_dir}",
+            f"--listen-client-urls={self.endpoint}",
+            f"--advertise-client-urls={self.endpoint}",
+            f"--listen-peer-urls={peer_url}",
+            f"--initial-advertise-peer-urls={peer_url}",
+            f"--initial-cluster={initial}",
+            f"--initial-cluster-token={self.cluster_token}",
+            "--initial-cluster-state=new",
+            "--heartbeat-interval=100",
+            "--election-timeout=1000",
+            "--snapshot-count=10000",
+            "--logger=zap",
+            "--log-outputs=stderr",
+        ]
+
+    def probe(self) -> bool:
+        etcdctl([self.endpoint], "endpoint", "health")
+        return True
+
+    def status(self) -> dict[str, Any]:
+        """``etcdctl endpoint status`` of this member: ``{"leader": id, "member_id": id,
+        "raft_term": ..., ...}``."""
+        output = etcdctl([self.endpoint], "endpoint", "status", "--write-out=json")
+        entries: list[dict[str, Any]] = json.loads(output)
+        status: dict[str, Any] = entries[0]["Status"]
+        return {
+            "member_id": status["header"]["member_id"],
+            "leader": status["leader"],
+            "raft_term": status.get("raft_term"),
+            "raft_index": status.get("raftIndex", status.get("raft_index")),
+        }
+
+
+class EtcdCluster(ServerGroup[EtcdServer]):
+    """``size`` etcd members forming one Raft cluster."""
+
+    kind = "etcd-cluster"
+
+    def __init__(self, name: str, workdir: Path, size: int = 3) -> None:
+        super().__init__(name, workdir)
+        self.size = size
+
+    @property
+    def endpoints(self) -> list[str]:
+        """``http://host:port`` of every member."""
+        return [node.endpoint for node in self.nodes]
+
+    @property
+    def url(self) -> str:
+        return "etcd://" + ",".join(node.hostport for node in self.nodes)
+
+    def _build(self) -> None:
+        ports = free_ports(2 * self.size)
+        names = [f"{self.name}-{index}" for index in range(self.size)]
+        cluster = {name: ports[2 * index + 1] for index, name in enumerate(names)}
+        token = f"lockkit-{secrets.token_hex(4)}"
+        self.nodes = [
+            EtcdServer(
+                name,
+                self.workdir / name,
+                initial_cluster=cluster,
+                cluster_token=token,
+                ports={"client": ports[2 * index], "peer": cluster[name]},
+            )
+            for index, name in enumerate(names)
+        ]
+
+    def start(self) -> None:
+        """Start every member at once; on "address already in use" start over."""
+        for attempt in range(3):
+            self._build()
+            for node in self.nodes:
+                node.start(wait=False)
+            try:
+                for node in self.nodes:
+                    node.wait_ready()
+                self.wait_healthy()
+                return
+            except ServerStartError:
+                clash = any(node._address_in_use() for node in self.nodes)
+                for node in self.nodes:
+                    node.kill()
+                if not clash or attempt == 2:
+                    raise
+
+    def leader(self) -> EtcdServer:
+        """The member every reachable member names as leader."""
+        live = [node for node in self.nodes if node.is_running and not node.is_paused]
+        members: dict[int, EtcdServer] = {}
+        leaders: set[int] = set()
+        for node in live:
+            try:
+                status = node.status()
+            except ServerError:
+                continue
+            members[status["member_id"]] = node
+            leaders.add(status["leader"])
+        if len(leaders) != 1:
+            raise ServerError(f"{self.name}: no agreed leader ({leaders or 'no answer'})")
+        (leader_id,) = leaders
+        if leader_id not in members:
+            raise ServerError(f"{self.name}: the leader {leader_id:x} is not reachable")
+        return members[leader_id]
+
+    def wait_for_leader(
+        self, exclude: EtcdServer | None = None, timeout: float = 30.0
+    ) -> EtcdServer:
+        """Wait until the reachable members agree on a leader other than ``exclude``."""
+
+        def elected() -> EtcdServer | None:
+            leader = self.leader()
+            return None if leader is exclude else leader
+
+        return wait_until(
+            elected, timeout=timeout, what=f"{self.name} to elect a leader", context=self.log_tail
+        )
+
+    def wait_healthy(self, timeout: float = 60.0) -> None:
+        """Every member answers a health check, and they agree on the leader."""
+
+        def healthy() -> bool:
+            etcdctl(self.endpoints, "endpoint", "health")
+            self.leader()
+            return True
+
+        wait_until(
+            healthy, timeout=timeout, what=f"{self.name} to be healthy", context=self.log_tail
+        )
