@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import logging
 from importlib.metadata import PackageNotFoundError, version
 
 from ._core._client import LockClient as LockClient
@@ -58,6 +59,8 @@ __all__ = (
     "connect",
     "parse_url",
 )
+
+logging.getLogger("lockkit").addHandler(logging.NullHandler())
 
 for _name in __all__:
     _obj = globals()[_name]

@@ -40,6 +40,9 @@ logger = logging.getLogger("lockkit")
 RENEW_FRACTION = 1 / 3
 #: Leases due within this fraction of their ttl join an earlier renewal batch.
 COALESCE_FRACTION = 1 / 6
+#: With nothing to watch the loop still wakes this often, so that adding a lease with
+#: a long ttl does not need to wake it.
+IDLE_WAKE = 5.0
 #: After a failed renewal, retry after this fraction of the ttl (at most 1 s).
 RETRY_FRACTION = 1 / 10
 
@@ -191,13 +194,16 @@ class Watchdog:
         self._tg = task_group
         self._leases: set[Lease] = set()
         self._wake = anyio.Event()
+        self._next_wake = math.inf
         #: While True no renewal is sent (deadlines are still enforced). For tests.
         self.paused = False
         self.renewal_calls = 0
 
     def add(self, lease: Lease) -> None:
         self._leases.add(lease)
-        self._poke()
+        # wake the loop only if this lease needs attention before its next wake-up
+        if min(lease.renew_at if lease.renew else math.inf, lease.safe_deadline) < self._next_wake:
+            self._poke()
 
     def discard(self, lease: Lease) -> None:
         self._leases.discard(lease)
@@ -206,18 +212,19 @@ class Watchdog:
         return len(self._leases)
 
     def _poke(self) -> None:
+        self._next_wake = -math.inf
         self._wake.set()
 
     async def run(self) -> None:
         """The watchdog loop; runs until cancelled with the client's task group."""
         while True:
             self._wake = anyio.Event()
-            next_wake = self._tick()
+            self._next_wake = next_wake = self._tick()
             await self._clock.wait(self._wake, next_wake)
 
     def _tick(self) -> float:
         now = self._clock.now()
-        next_wake = math.inf
+        next_wake = now + IDLE_WAKE
         due: list[Lease] = []
         soon: list[Lease] = []
         for lease in list(self._leases):

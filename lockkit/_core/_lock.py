@@ -184,19 +184,22 @@ class Lock:
     async def _release(self, acq: _Acquisition, *, lost_ok: bool = False) -> None:
         client = self._client
         client._unwatch(acq.lease)
-        with anyio.CancelScope(shield=True):
+        ok = False
+        # one scope: shielded from outside cancellation, bounded by its own deadline
+        with anyio.CancelScope(
+            shield=True, deadline=anyio.current_time() + RELEASE_TIMEOUT
+        ) as scope:
             try:
-                with anyio.fail_after(RELEASE_TIMEOUT):
-                    ok = await client._require_open().release(self.name, acq.token.owner)
-            except TimeoutError as exc:
-                acq.lease.mark_at_risk()
-                raise BackendUnavailable(
-                    f"release of lock {self.name!r} got no answer in {RELEASE_TIMEOUT:g}s; "
-                    "it ends when its ttl runs out"
-                ) from exc
+                ok = await client._require_open().release(self.name, acq.token.owner)
             except BackendUnavailable:
                 acq.lease.mark_at_risk()
                 raise
+        if scope.cancelled_caught:
+            acq.lease.mark_at_risk()
+            raise BackendUnavailable(
+                f"release of lock {self.name!r} got no answer in {RELEASE_TIMEOUT:g}s; "
+                "it ends when its ttl runs out"
+            )
         self._forget(acq)
         if not ok:
             acq.lease.mark_lost("the server no longer names this holder as the owner")

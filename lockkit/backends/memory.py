@@ -25,6 +25,7 @@ import weakref
 from typing import Any, ClassVar, final
 
 import anyio
+import anyio.lowlevel
 
 from .._core._errors import ConfigurationError, LockTimeout
 from .._core._url import LockURL, resolve_options
@@ -98,6 +99,7 @@ class MemoryBackend(Backend):
     # -- primitives ------------------------------------------------------------------
 
     async def acquire(self, name: str, owner: str, *, ttl: float, timeout: float | None) -> Grant:
+        await anyio.lowlevel.checkpoint()  # every acquire lets other tasks run
         now = self.clock.now()
         entry = self._entry(name)
         self._expire(name, entry, now)

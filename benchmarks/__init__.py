@@ -1,0 +1,1 @@
+"""lockkit benchmarks: ``make bench`` or ``python -m benchmarks``."""
