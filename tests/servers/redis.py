@@ -394,7 +394,7 @@ class RedisSentinelGroup(ServerGroup[RedisServer]):
                 if len(sentinel.table("SENTINELS")) != others:
                     return False
                 seen = sentinel.table("REPLICAS")
-                up = [row for row in seen if "down" not in row.get("flags", "")]
+                up = [row for row in seen if row.get("flags") == "slave"]
                 if len(up) != replicas or len(seen) != replicas:
                     return False
             return True
@@ -604,29 +604,31 @@ class RedisCluster(ServerGroup[RedisClusterNode]):
                 return self._by_port(master[1])
         raise ServerError(f"{self.name}: no master serves slot {slot!r}")
 
+    def _view_is_whole(self, rows: list[dict[str, str]]) -> bool:
+        """Whether one node's ``CLUSTER NODES`` shows every node connected and unflagged,
+        ``master_count`` masters owning slots and every other node replicating."""
+        if len(rows) != len(self.nodes):
+            return False
+        if any("fail" in row["flags"] or row["link"] != "connected" for row in rows):
+            return False
+        masters = [row for row in rows if "master" in row["flags"] and row["slots"]]
+        replicas = [row for row in rows if "slave" in row["flags"]]
+        return (
+            len(masters) == self.master_count
+            and len(replicas) == self.master_count * self.replicas_per_master
+        )
+
     def wait_healthy(self, timeout: float = 60.0) -> None:
-        """Every node says ``cluster_state:ok`` with all slots served and knows every
-        other node; every master has its replicas, synchronised."""
-        total = len(self.nodes)
+        """Every node says ``cluster_state:ok`` with all slots served, and sees the same
+        whole picture: every node connected, every master with its replicas, which are
+        synchronised."""
 
         def healthy() -> bool:
             for node in self.nodes:
                 state = node.cluster_info()
-                if (
-                    state.get("cluster_state") != "ok"
-                    or state.get("cluster_slots_ok") != "16384"
-                    or state.get("cluster_known_nodes") != str(total)
-                ):
+                if state.get("cluster_state") != "ok" or state.get("cluster_slots_ok") != "16384":
                     return False
-            rows = self.nodes[0].cluster_nodes()
-            if any("fail" in row["flags"] or row["link"] != "connected" for row in rows):
-                return False
-            masters = [row for row in rows if "master" in row["flags"] and row["slots"]]
-            if len(masters) != self.master_count:
-                return False
-            for row in masters:
-                replication = self._by_port(int(row["port"])).info("replication")
-                if int(replication.get("connected_slaves", "0")) != self.replicas_per_master:
+                if not self._view_is_whole(node.cluster_nodes()):
                     return False
             return all(
                 node.info("replication").get("master_link_status") == "up"
@@ -639,7 +641,8 @@ class RedisCluster(ServerGroup[RedisClusterNode]):
         )
 
     def wait_for_failover(self, old: RedisClusterNode, timeout: float = 30.0) -> None:
-        """Wait until the running nodes serve every slot again without ``old``."""
+        """Wait until every running node says ``cluster_state:ok`` and sees the slots
+        of ``old`` served by another master (one of its replicas, promoted)."""
 
         def recovered() -> bool:
             for node in self.nodes:
@@ -647,7 +650,14 @@ class RedisCluster(ServerGroup[RedisClusterNode]):
                     continue
                 if node.cluster_info().get("cluster_state") != "ok":
                     return False
-            return old not in self.masters()
+                serving = [
+                    row for row in node.cluster_nodes() if "master" in row["flags"] and row["slots"]
+                ]
+                if len(serving) != self.master_count:
+                    return False
+                if any("fail" in row["flags"] or int(row["port"]) == old.port for row in serving):
+                    return False
+            return True
 
         wait_until(
             recovered, timeout=timeout, what=f"{self.name} to fail over", context=self.log_tail
