@@ -176,13 +176,17 @@ def _kill_leftovers() -> None:
 
 
 _PR_SET_PDEATHSIG: Final = 1
+try:
+    # Resolved here, not in the child: after fork() only async-signal-safe work is wise.
+    _prctl: Callable[..., int] | None = ctypes.CDLL(None, use_errno=True).prctl
+except (OSError, AttributeError):  # not Linux
+    _prctl = None
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child
     """Ask Linux to SIGKILL the child if pytest dies without running its finalizers."""
-    with contextlib.suppress(Exception):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if _prctl is not None:
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 # --- handles -------------------------------------------------------------------------
@@ -499,7 +503,7 @@ class ProcessServer(ServerHandle):
                 start_new_session=True,
                 # The death signal follows the thread that forked: only ask for it from the
                 # main thread, or a worker thread ending would take the server with it.
-                preexec_fn=_die_with_parent if main_thread else None,
+                preexec_fn=_die_with_parent if main_thread and _prctl else None,
             )
         self._paused = False
         _live.add(self)
