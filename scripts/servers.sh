@@ -61,6 +61,7 @@ apt_install() {
     if [[ ! -e $policy ]]; then
         as_root sh -c "printf '#!/bin/sh\nexit 101\n' > $policy && chmod 755 $policy"
         added_policy=1
+        trap 'as_root rm -f /usr/sbin/policy-rc.d' EXIT
     fi
     local rc=0
     as_root apt-get install -y -qq --no-install-recommends \
@@ -68,6 +69,7 @@ apt_install() {
         "${missing[@]}" >/dev/null || rc=$?
     if [[ $added_policy -eq 1 ]]; then
         as_root rm -f "$policy"
+        trap - EXIT
     fi
     [[ $rc -eq 0 ]] || die "apt-get install ${missing[*]} failed (exit $rc)"
     INSTALLED_PACKAGES+=("${missing[@]}")
@@ -98,6 +100,10 @@ was_installed_now() {
 
 # --- Maven-fetched jars --------------------------------------------------------------
 
+jar_count() {
+    find "$1" -maxdepth 1 -name '*.jar' | wc -l
+}
+
 fetch_jars() {
     # fetch_jars NAME POM VERSION_PROPERTY VERSION : copy the runtime classpath into
     # $SERVICES/NAME/libs unless the stamp says it is already there for this pom + version.
@@ -106,7 +112,7 @@ fetch_jars() {
     stamp="$(sha1sum "$pom" | cut -c1-12)-${version:-default}"
     if [[ -f $dest/.stamp && $(cat "$dest/.stamp") == "$stamp" ]] \
         && compgen -G "$dest/libs/*.jar" >/dev/null; then
-        say "$name jars cached ($(ls "$dest/libs" | wc -l) jars in ${dest#"$ROOT"/})"
+        say "$name jars cached ($(jar_count "$dest/libs") jars in ${dest#"$ROOT"/})"
         return 0
     fi
     say "fetching $name jars${version:+ $version} from Maven Central"
@@ -123,7 +129,7 @@ fetch_jars() {
     rm -rf "$dest/libs"
     mv "$dest/libs.new" "$dest/libs"
     echo "$stamp" >"$dest/.stamp"
-    say "$name jars ready ($(ls "$dest/libs" | wc -l) jars)"
+    say "$name jars ready ($(jar_count "$dest/libs") jars)"
 }
 
 ensure_java() {
