@@ -128,8 +128,9 @@ class LockClient:
             self._closed = True
 
     async def _close_backend(self) -> None:
-        with anyio.CancelScope(shield=True):
-            await self.backend.aclose()
+        # no shield here: a backend may own a task group entered in aopen(); backends
+        # shield their own network cleanup
+        await self.backend.aclose()
 
     async def _release_all(self) -> None:
         for lock in list(self._held):

@@ -16,6 +16,10 @@ __all__ = ("BUILTIN_SCHEMES", "backend_class")
 #: scheme -> (dotted path, pip extra that brings its driver)
 BUILTIN_SCHEMES: dict[str, tuple[str, str | None]] = {
     "memory": ("lockkit.backends.memory:MemoryBackend", None),
+    "redis": ("lockkit.backends.redis:RedisBackend", "redis"),
+    "rediss": ("lockkit.backends.redis:RedisBackend", "redis"),
+    "redis+sentinel": ("lockkit.backends.redis:RedisBackend", "redis"),
+    "redis+cluster": ("lockkit.backends.redis:RedisBackend", "redis"),
 }
 
 ENTRY_POINT_GROUP = "lockkit.backends"

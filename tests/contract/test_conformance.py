@@ -1,4 +1,5 @@
-"""The conformance suite, once per backend. Adding a backend is one ``pytest.param``."""
+"""The conformance suite, once per backend. Adding a backend is one ``pytest.param``
+plus one entry in ``URLS``."""
 
 from __future__ import annotations
 
@@ -12,15 +13,32 @@ from lockkit.testing import CHECKS, ClientFactory
 
 BACKENDS = [
     pytest.param("memory", id="memory"),
+    pytest.param("redis", marks=pytest.mark.redis, id="redis"),
+    pytest.param(
+        "redis-sentinel", marks=[pytest.mark.redis, pytest.mark.cluster], id="redis-sentinel"
+    ),
+    pytest.param(
+        "redis-cluster", marks=[pytest.mark.redis, pytest.mark.cluster], id="redis-cluster"
+    ),
 ]
 
 
-def _memory_url(request: pytest.FixtureRequest) -> str:
+def _memory(request: pytest.FixtureRequest) -> str:
     return f"memory://conformance-{uuid.uuid4().hex[:8]}"
 
 
+def _fixture_url(fixture: str) -> Callable[[pytest.FixtureRequest], str]:
+    def url(request: pytest.FixtureRequest) -> str:
+        return str(request.getfixturevalue(fixture).url)
+
+    return url
+
+
 URLS: dict[str, Callable[[pytest.FixtureRequest], str]] = {
-    "memory": _memory_url,
+    "memory": _memory,
+    "redis": _fixture_url("redis_server"),
+    "redis-sentinel": _fixture_url("redis_sentinel"),
+    "redis-cluster": _fixture_url("redis_cluster"),
 }
 
 
