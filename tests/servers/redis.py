@@ -422,9 +422,15 @@ class RedisSentinelGroup(ServerGroup[RedisServer]):
             primary.replicaof = None
             primary.start()
         for node in self.nodes:
+            if node is primary:
+                continue
+            node.replicaof = primary.address
             if not node.is_running:
-                node.replicaof = primary.address
                 node.start()
+            elif node.role() == "master":
+                # A resumed former primary: demote it now rather than wait for the
+                # Sentinels to notice (they take several seconds).
+                node.call("REPLICAOF", *primary.address)
         self.wait_healthy(timeout)
 
     def _primary_or_none(self) -> RedisServer | None:
