@@ -133,8 +133,13 @@ class RespConnection:
             hello.append(auth)
         if self._db:
             hello.append(["SELECT", self._db])
-        for command in hello:
-            await self._send(protocol, command)
+        try:
+            for command in hello:
+                await self._send(protocol, command)
+        except BaseException:
+            if protocol.transport is not None:
+                protocol.transport.close()
+            raise
         return protocol
 
     def _lost(self, protocol: _Protocol) -> None:

@@ -692,8 +692,8 @@ class RedisBackend(Backend):
             await self._confirm_replicas(keys, owner)
             return Grant(value, started)
         except BaseException:
-            others = len(local.events) > 1
-            await self._leave_shielded(keys, owner, last=not others)
+            local.events.pop(owner, None)
+            await self._leave_shielded(keys, owner, last=not local.events)
             raise
         finally:
             local.events.pop(owner, None)

@@ -1,0 +1,298 @@
+"""What the Redis backend alone does: key layout, processes, credentials, failover."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import anyio
+import pytest
+import redis.asyncio as aioredis
+from redis.crc import key_slot
+
+import lockkit
+from lockkit import FencingToken, LockTimeout, StaleTokenError
+from lockkit.backends.redis import RedisBackend
+from lockkit.guards.memory import MemoryGuard
+
+pytestmark = pytest.mark.redis
+
+
+def unique(prefix: str = "t") -> str:
+    return f"{prefix}{uuid.uuid4().hex[:8]}:"
+
+
+async def scan(url: str, pattern: str) -> set[str]:
+    client = aioredis.Redis.from_url(url)
+    try:
+        return {k.decode() async for k in client.scan_iter(match=pattern, count=1000)}
+    finally:
+        await client.aclose()
+
+
+def test_names_map_to_distinct_keys_in_one_slot() -> None:
+    backend = lockkit.connect("redis://localhost").backend
+    assert isinstance(backend, RedisBackend)
+    names = ["a", "a:o", "a}", "{a}", "a%7D", "a/b", "%", "x" * 300]
+    bases = {backend.keys(n).base for n in names}
+    assert len(bases) == len(names)
+    for name in names:
+        keys = backend.keys(name).all
+        assert len({key_slot(k.encode()) for k in keys}) == 1, keys
+
+
+def test_bad_urls_and_options() -> None:
+    with pytest.raises(lockkit.ConfigurationError, match="names one server"):
+        lockkit.connect("redis://a,b")
+    with pytest.raises(lockkit.ConfigurationError, match="service name"):
+        lockkit.connect("redis+sentinel://a:26379")
+    with pytest.raises(lockkit.ConfigurationError, match="unknown option 'colour'"):
+        lockkit.connect("redis://localhost", colour="red")
+    with pytest.raises(lockkit.ConfigurationError, match="fair"):
+        lockkit.connect("redis://localhost?fair=maybe")
+    with pytest.raises(lockkit.ConfigurationError, match="database"):
+        lockkit.connect("redis://localhost/zero")
+    with pytest.raises(lockkit.ConfigurationError, match="prefix"):
+        lockkit.connect("redis://localhost", prefix="a{b}")
+    with pytest.raises(lockkit.ConfigurationError, match="from_client"):
+        RedisBackend.from_client(object())
+
+
+async def test_credentials_never_shown(redis_server) -> None:
+    admin = aioredis.Redis.from_url(redis_server.url)
+    user = f"lk{uuid.uuid4().hex[:6]}"
+    secret = "pw-" + uuid.uuid4().hex
+    await admin.execute_command("ACL", "SETUSER", user, "on", f">{secret}", "~*", "&*", "+@all")
+    try:
+        host, port = redis_server.host, redis_server.port
+        good = f"redis://{user}:{secret}@{host}:{port}/0"
+        client = lockkit.connect(good)
+        assert secret not in repr(client) and secret not in repr(client.backend)
+        async with client as locks:
+            async with locks.lock("cred-check") as token:
+                assert int(token) > 0
+        bad = lockkit.connect(f"redis://{user}:wrong-{secret}@{host}:{port}/0")
+        with pytest.raises(lockkit.ConfigurationError) as info:
+            async with bad as locks:
+                await locks.lock("cred-check").acquire()
+        text = "".join(str(e) for e in (info.value, info.value.__cause__))
+        assert secret not in text and "credentials" in str(info.value)
+    finally:
+        await admin.execute_command("ACL", "DELUSER", user)
+        await admin.aclose()
+
+
+async def test_from_client_reuses_and_never_closes_the_app_client(redis_server) -> None:
+    app = aioredis.Redis.from_url(redis_server.url)
+    try:
+        async with lockkit.LockClient(RedisBackend.from_client(app, prefix=unique())) as locks:
+            holder = locks.lock("shared", ttl=5)
+            first = await holder.acquire()
+            waiter = locks.lock("shared", ttl=5, timeout=5)
+            async with anyio.create_task_group() as tg:
+
+                async def take() -> None:
+                    token = await waiter.acquire()
+                    assert int(token) > int(first)
+                    await waiter.release()
+
+                tg.start_soon(take)
+                await anyio.sleep(0.2)
+                await holder.release()
+        assert await app.ping()  # still open
+    finally:
+        await app.aclose()
+
+
+async def test_unfair_mode_lets_a_free_lock_go_to_whoever_asks(redis_server) -> None:
+    url = redis_server.url
+    async with lockkit.connect(url, fair=False) as a, lockkit.connect(url, fair=False) as b:
+        holder = a.lock("unfair", ttl=5)
+        await holder.acquire()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(b.lock("unfair", ttl=5, timeout=5).acquire)
+            await anyio.sleep(0.2)
+            await holder.release()
+            barger = a.lock("unfair", ttl=5, timeout=0)
+            assert int(await barger.acquire()) > 0  # allowed here
+            await barger.release()
+        assert b.held_count == 1
+
+
+async def test_two_commands_per_handoff(redis_server) -> None:
+    url = redis_server.url
+    async with lockkit.connect(url) as a, lockkit.connect(url) as b:
+        name = "handoff-count"
+        first = a.lock(name, ttl=10)
+        await first.acquire()
+        done = anyio.Event()
+
+        async def waiter(i: int) -> None:
+            lock = b.lock(name, ttl=10)
+            await lock.acquire()
+            await lock.release()
+            if i == 19:
+                done.set()
+
+        async with anyio.create_task_group() as tg:
+            for i in range(20):
+                tg.start_soon(waiter, i)
+                await anyio.sleep(0.01)
+            await anyio.sleep(0.2)
+            before = sum(a.backend.calls.values()) + sum(b.backend.calls.values())
+            await first.release()
+            await done.wait()
+        after = sum(a.backend.calls.values()) + sum(b.backend.calls.values())
+        # 20 handoffs: each is one release plus one claim
+        assert after - before <= 2 * 20 + 2, (a.backend.calls, b.backend.calls)
+
+
+async def test_cancelled_waiters_leave_no_key(redis_server) -> None:
+    url, prefix = redis_server.url, unique()
+    async with lockkit.connect(url, prefix=prefix) as a, lockkit.connect(url, prefix=prefix) as b:
+        holder = a.lock("crowd", ttl=30)
+        await holder.acquire()
+        held_keys = await scan(url, prefix + "*")
+        async with anyio.create_task_group() as tg:
+            for _ in range(1000):
+                tg.start_soon(b.lock("crowd", ttl=30).acquire)
+            with anyio.fail_after(30):
+                while (await a.inspect("crowd")).waiters < 1000:  # noqa: ASYNC110
+                    await anyio.sleep(0.05)
+            tg.cancel_scope.cancel()
+        assert (await a.inspect("crowd")).waiters == 0
+        assert await scan(url, prefix + "*") == held_keys
+        await holder.release()
+        left = await scan(url, prefix + "*")
+        # only the last-token key stays (kept on purpose, with an expiry)
+        assert left == {b.backend.keys("crowd").all[1]}, left
+        probe = aioredis.Redis.from_url(url)
+        try:
+            assert await probe.pttl(next(iter(left))) > 0
+        finally:
+            await probe.aclose()
+
+
+async def test_tokens_survive_a_restart_without_persistence(servers) -> None:
+    server = servers.redis()
+    async with lockkit.connect(server.url) as locks:
+        async with locks.lock("reborn") as before:
+            pass
+    server.restart()  # no persistence: every key is gone
+    assert not await scan(server.url, "*")
+    async with lockkit.connect(server.url) as locks:
+        async with locks.lock("reborn") as after:
+            assert int(after) > int(before)
+
+
+HOLDER = """
+import sys, anyio, lockkit
+
+async def main(url, name):
+    async with lockkit.connect(url) as locks:
+        try:
+            async with locks.lock(name, ttl=1.0, on_lost="raise") as token:
+                print("TOKEN", int(token), token.owner, flush=True)
+                await anyio.sleep(1.5)  # paused in here
+                print("WRITE", int(token), token.owner, flush=True)
+        except lockkit.LockLostError as exc:
+            print("LOST", exc.reason, flush=True)
+
+anyio.run(main, sys.argv[1], sys.argv[2])
+"""
+
+
+@pytest.mark.fault
+async def test_paused_holder_in_another_process_is_fenced(redis_server) -> None:
+    name = "paused:" + uuid.uuid4().hex[:6]
+    guard: MemoryGuard[str] = MemoryGuard()
+    child = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, redis_server.url, name],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None
+        kind, value, owner = (await anyio.to_thread.run_sync(child.stdout.readline)).split()
+        assert kind == "TOKEN"
+        old = FencingToken(int(value), name=name, backend="redis", owner=owner)
+        await guard.write("stock", "written by the first holder", token=old)
+        os.kill(child.pid, signal.SIGSTOP)
+        started = time.monotonic()
+        async with lockkit.connect(redis_server.url) as locks:
+            async with locks.lock(name, ttl=10, timeout=10) as new:
+                waited = time.monotonic() - started
+                assert int(new) > int(old)
+                assert waited < 3, f"waited {waited:.2f}s for a 1s lease"
+                await guard.write("stock", "written by the second holder", token=new)
+                os.kill(child.pid, signal.SIGCONT)
+                lines = (await anyio.to_thread.run_sync(child.communicate, None, 20))[0]
+        assert "LOST" in lines, lines
+        write = next(line for line in lines.splitlines() if line.startswith("WRITE"))
+        _, value, owner = write.split()
+        late = FencingToken(int(value), name=name, backend="redis", owner=owner)
+        with pytest.raises(StaleTokenError):
+            await guard.write("stock", "late write from the paused holder", token=late)
+        assert await guard.read("stock") == "written by the second holder"
+    finally:
+        if child.poll() is None:
+            os.kill(child.pid, signal.SIGCONT)
+            child.kill()
+        child.wait()
+
+
+@pytest.mark.cluster
+@pytest.mark.fault
+async def test_sentinel_failover_while_held(redis_sentinel) -> None:
+    """Kill the primary while a lock is held: the client follows the new primary; the
+    holder either keeps the lock (its key had reached the replica) or is told it lost
+    it; the next token is higher either way."""
+    url = redis_sentinel.url
+    name = "failover:" + uuid.uuid4().hex[:6]
+    redis_sentinel.wait_replicated()
+    outcome = "kept"
+    async with lockkit.connect(url, timeout=2) as locks:
+        lock = locks.lock(name, ttl=6)
+        first = await lock.acquire()
+        redis_sentinel.wait_replicated()
+        old = redis_sentinel.primary()
+        old.kill()
+        await anyio.to_thread.run_sync(redis_sentinel.wait_for_failover, old)
+        with anyio.fail_after(20):
+            while True:
+                lease = lock.lease
+                if lease is None or lease.lost:
+                    outcome = "lost"
+                    break
+                info = None
+                try:
+                    info = await locks.inspect(name)
+                except lockkit.BackendUnavailable:
+                    await anyio.sleep(0.2)
+                    continue
+                if info.holder is not None and info.holder.owner == first.owner and lease.held:
+                    await anyio.sleep(2.5)  # at least one renewal on the new primary
+                    if lock.owned():
+                        break
+                await anyio.sleep(0.2)
+        if outcome == "kept":
+            await lock.release()
+        else:
+            with pytest.raises(lockkit.LockNotOwnedError):
+                await lock.release()
+        async with locks.lock(name, ttl=5, timeout=10) as second:
+            assert int(second) > int(first)
+    print(f"failover outcome: holder {outcome} the lock; next token higher")
+
+
+async def test_try_once_does_not_queue(redis_server) -> None:
+    async with lockkit.connect(redis_server.url) as a, lockkit.connect(redis_server.url) as b:
+        async with a.lock("once", ttl=5):
+            for _ in range(5):
+                with pytest.raises(LockTimeout):
+                    await b.lock("once", timeout=0).acquire()
+            assert (await a.inspect("once")).waiters == 0
