@@ -22,6 +22,11 @@ from lockkit.guards.memory import MemoryGuard
 pytestmark = pytest.mark.redis
 
 
+def rb(client: lockkit.LockClient) -> RedisBackend:
+    assert isinstance(client.backend, RedisBackend)
+    return client.backend
+
+
 def unique(prefix: str = "t") -> str:
     return f"{prefix}{uuid.uuid4().hex[:8]}:"
 
@@ -143,12 +148,12 @@ async def test_two_commands_per_handoff(redis_server) -> None:
                 tg.start_soon(waiter, i)
                 await anyio.sleep(0.01)
             await anyio.sleep(0.2)
-            before = sum(a.backend.calls.values()) + sum(b.backend.calls.values())
+            before = sum(rb(a).calls.values()) + sum(rb(b).calls.values())
             await first.release()
             await done.wait()
-        after = sum(a.backend.calls.values()) + sum(b.backend.calls.values())
+        after = sum(rb(a).calls.values()) + sum(rb(b).calls.values())
         # 20 handoffs: each is one release plus one claim
-        assert after - before <= 2 * 20 + 2, (a.backend.calls, b.backend.calls)
+        assert after - before <= 2 * 20 + 2, (rb(a).calls, rb(b).calls)
 
 
 async def test_cancelled_waiters_leave_no_key(redis_server) -> None:
@@ -169,7 +174,7 @@ async def test_cancelled_waiters_leave_no_key(redis_server) -> None:
         await holder.release()
         left = await scan(url, prefix + "*")
         # only the last-token key stays (kept on purpose, with an expiry)
-        assert left == {b.backend.keys("crowd").all[1]}, left
+        assert left == {rb(b).keys("crowd").all[1]}, left
         probe = aioredis.Redis.from_url(url)
         try:
             assert await probe.pttl(next(iter(left))) > 0
@@ -210,7 +215,7 @@ anyio.run(main, sys.argv[1], sys.argv[2])
 async def test_paused_holder_in_another_process_is_fenced(redis_server) -> None:
     name = "paused:" + uuid.uuid4().hex[:6]
     guard: MemoryGuard[str] = MemoryGuard()
-    child = subprocess.Popen(
+    child = subprocess.Popen(  # noqa: ASYNC220 - starting it does not block
         [sys.executable, "-c", HOLDER, redis_server.url, name],
         stdout=subprocess.PIPE,
         text=True,
