@@ -374,7 +374,6 @@ class ProcessServer(ServerHandle):
         self._process: subprocess.Popen[bytes] | None = None
         self._paused = False
         self._starts = 0
-        self._wanted_down = False
         self._log_offset = 0
 
     # -- what subclasses provide --------------------------------------------------
@@ -486,7 +485,6 @@ class ProcessServer(ServerHandle):
     def _spawn(self) -> None:
         self.prepare()
         self._starts += 1
-        self._wanted_down = False
         with self.log_path.open("ab") as log:
             log.write(f"\n=== start #{self._starts}: {' '.join(self.command())}\n".encode())
             log.flush()
@@ -572,7 +570,6 @@ class ProcessServer(ServerHandle):
 
     def stop(self, timeout: float = 20.0) -> None:
         """SIGTERM, wait up to ``timeout`` seconds, then SIGKILL. No-op if not running."""
-        self._wanted_down = True
         process = self._process
         if process is None or process.poll() is not None:
             return
@@ -587,7 +584,6 @@ class ProcessServer(ServerHandle):
 
     def kill(self) -> None:
         """SIGKILL, as a crash would; waits until the process is gone."""
-        self._wanted_down = True
         process = self._process
         if process is None or process.poll() is not None:
             return
