@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import secrets
 from types import TracebackType
@@ -184,22 +186,23 @@ class Lock:
     async def _release(self, acq: _Acquisition, *, lost_ok: bool = False) -> None:
         client = self._client
         client._unwatch(acq.lease)
-        ok = False
-        # one scope: shielded from outside cancellation, bounded by its own deadline
-        with anyio.CancelScope(
-            shield=True, deadline=anyio.current_time() + RELEASE_TIMEOUT
-        ) as scope:
-            try:
-                ok = await client._require_open().release(self.name, acq.token.owner)
-            except BackendUnavailable:
-                acq.lease.mark_at_risk()
-                raise
-        if scope.cancelled_caught:
+        backend = client._require_open()
+        owner = acq.token.owner
+        try:
+            ok = await backend.release(self.name, owner)
+        except anyio.get_cancelled_exc_class():
+            # the caller was cancelled: release anyway, shielded and bounded. Releasing
+            # twice is harmless (owner ids are unique), so the request that may already
+            # have been sent does not matter.
+            with anyio.CancelScope(shield=True), anyio.move_on_after(RELEASE_TIMEOUT):
+                with contextlib.suppress(LockError):
+                    if await backend.release(self.name, owner):
+                        self._forget(acq)
+                        acq.lease.mark_released()
+            raise
+        except BackendUnavailable:
             acq.lease.mark_at_risk()
-            raise BackendUnavailable(
-                f"release of lock {self.name!r} got no answer in {RELEASE_TIMEOUT:g}s; "
-                "it ends when its ttl runs out"
-            )
+            raise
         self._forget(acq)
         if not ok:
             acq.lease.mark_lost("the server no longer names this holder as the owner")
@@ -308,4 +311,12 @@ class Lock:
 
 
 def _task_id() -> int:
-    return anyio.get_current_task().id
+    task = _current_task()  # the cheap way on asyncio, where lockkit mostly runs
+    return id(task) if task is not None else anyio.get_current_task().id
+
+
+def _current_task() -> object | None:
+    try:
+        return asyncio.current_task()
+    except RuntimeError:  # not on an asyncio loop (trio through anyio)
+        return None

@@ -5,8 +5,9 @@
 -- KEYS[2] fence key: the last token handed out (a max register, kept fence_keep ms)
 -- KEYS[3] queue: sorted set of "client:owner" by arrival time (microseconds)
 -- KEYS[4] liveness: hash client -> ms (server time) until which the client is alive
--- ARGV[1] owner id   ARGV[2] client id   ARGV[3] ttl ms
--- ARGV[4] "1" to join the queue when not granted, "0" to try once
+-- ARGV[1] owner id   ARGV[2] ttl ms
+-- ARGV[3] "1" to join the queue when not granted, "0" to try once
+-- ARGV[4] client id
 -- ARGV[5] "1" fair (queued waiters first), "0" barging allowed
 -- ARGV[6] queue lease ms   ARGV[7] fence keep ms
 -- ARGV[8] waiters' channel, "%s" standing for the client id
@@ -16,7 +17,7 @@
 -- followed, when ARGV[9] is "0" and a waiter must be woken, by its channel and owner.
 -- token = max(last token + 1, server time in microseconds): it rises even if the fence
 -- key was lost, unless the server clock also went back.
-local owner, client = ARGV[1], ARGV[2]
+local owner, client = ARGV[1], ARGV[4]
 local member = client .. ':' .. owner
 local time = redis.call('TIME')
 local now_ms = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
@@ -53,7 +54,7 @@ elseif not holder then
   end
 end
 if granted then
-  redis.call('SET', KEYS[1], owner, 'PX', ARGV[3])
+  redis.call('SET', KEYS[1], owner, 'PX', ARGV[2])
   local token = tonumber(time[1]) * 1000000 + tonumber(time[2])
   local last = tonumber(redis.call('GET', KEYS[2]) or '0')
   if last >= token then
@@ -63,7 +64,7 @@ if granted then
   redis.call('ZREM', KEYS[3], member)
   return {1, token}
 end
-if ARGV[4] == '1' then
+if ARGV[3] == '1' then
   local lease = tonumber(ARGV[6])
   redis.call('ZADD', KEYS[3], 'NX', string.format('%.0f', tonumber(time[1]) * 1000000 + tonumber(time[2])), member)
   redis.call('HSET', KEYS[4], client, now_ms + lease)

@@ -2,20 +2,21 @@
 --
 -- KEYS[1] owner key   KEYS[2] fence key (unused, declared for Cluster routing)
 -- KEYS[3] queue       KEYS[4] liveness hash          (layouts: see acquire.lua)
--- ARGV[1] owner id    ARGV[2] client id   ARGV[3] claim window ms
--- ARGV[4] "1" fair: the next waiter gets the lock reserved ("~" .. owner) for the claim
+-- ARGV[1] owner id
+-- ARGV[2] "1" when this client has no other waiter on this lock (drop its liveness)
+-- ARGV[3] client id   ARGV[4] claim window ms
+-- ARGV[5] "1" fair: the next waiter gets the lock reserved ("~" .. owner) for the claim
 --         window; "0": the lock is freed and the next waiter only woken
--- ARGV[5] channel of the next waiter's client, with "%s" where its client id goes
--- ARGV[6] "1" to publish the wake-up here; "0" to return it for the caller to publish
+-- ARGV[6] channel of the next waiter's client, with "%s" where its client id goes
+-- ARGV[7] "1" to publish the wake-up here; "0" to return it for the caller to publish
 --         (on Cluster, where a script's PUBLISH does not reach the other nodes)
--- ARGV[7] "1" when this client has no other waiter on this lock (drop its liveness)
 --
 -- Returns 0 if the caller neither held the lock nor had it reserved; otherwise 1, or
--- {channel, owner} when ARGV[6] is "0" and a waiter must be woken by the caller.
+-- {channel, owner} when ARGV[7] is "0" and a waiter must be woken by the caller.
 -- Leaving the queue is done either way.
-local owner, client = ARGV[1], ARGV[2]
+local owner, client = ARGV[1], ARGV[3]
 redis.call('ZREM', KEYS[3], client .. ':' .. owner)
-if ARGV[7] == '1' then
+if ARGV[2] == '1' then
   redis.call('HDEL', KEYS[4], client)
 end
 local holder = redis.call('GET', KEYS[1])
@@ -31,14 +32,14 @@ for _ = 1, 1000 do
   end
   local next_client, next_owner = string.match(head[1], '^([^:]*):(.*)$')
   if tonumber(redis.call('HGET', KEYS[4], next_client) or '0') > now_ms then
-    if ARGV[4] == '1' then
-      redis.call('SET', KEYS[1], '~' .. next_owner, 'PX', ARGV[3])
+    if ARGV[5] == '1' then
+      redis.call('SET', KEYS[1], '~' .. next_owner, 'PX', ARGV[4])
       redis.call('ZREM', KEYS[3], head[1])
     else
       redis.call('DEL', KEYS[1])
     end
-    local channel = string.format(ARGV[5], next_client)
-    if ARGV[6] == '1' then
+    local channel = string.format(ARGV[6], next_client)
+    if ARGV[7] == '1' then
       redis.call('PUBLISH', channel, next_owner)
       return 1
     end

@@ -21,7 +21,7 @@ from typing import Any, final
 
 import hiredis
 
-__all__ = ("RespConnection", "RespError", "Script")
+__all__ = ("Encoded", "RespConnection", "RespError", "Script")
 
 
 class RespError(Exception):
@@ -40,28 +40,94 @@ class Script:
         self.sha = hashlib.sha1(self.source, usedforsecurity=False).hexdigest().encode()
 
 
-def _encode(args: Sequence[bytes | str | int | float]) -> bytes:
-    parts = [b"*%d\r\n" % len(args)]
+@final
+class Encoded:
+    """A run of arguments encoded once and reused (keys of a lock, constant options)."""
+
+    __slots__ = ("args", "count", "data")
+
+    def __init__(self, *args: bytes | str | int) -> None:
+        self.args = args
+        self.count = len(args)
+        self.data = _encode(args)[len(b"*%d\r\n" % len(args)) :]
+
+
+Arg = bytes | str | int | float | Encoded
+
+
+def _encode(args: Sequence[Arg]) -> bytes:
+    count = 0
+    parts = [b""]
+    append = parts.append
     for arg in args:
         if isinstance(arg, bytes):
             data = arg
         elif isinstance(arg, str):
             data = arg.encode()
+        elif isinstance(arg, Encoded):
+            count += arg.count
+            append(arg.data)
+            continue
         elif isinstance(arg, int):
             data = b"%d" % arg
         else:
             data = repr(arg).encode()
-        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
+        count += 1
+        append(b"$%d\r\n%b\r\n" % (len(data), data))
+    parts[0] = b"*%d\r\n" % count
     return b"".join(parts)
 
 
 class _Protocol(asyncio.Protocol):
-    def __init__(self, on_lost: Any) -> None:
+    def __init__(self, on_lost: Any, timeout: float) -> None:
         self.reader = hiredis.Reader(replyError=RespError)
         self.pending: collections.deque[asyncio.Future[Any]] = collections.deque()
+        self.sent_at: collections.deque[float] = collections.deque()
         self.transport: asyncio.Transport | None = None
         self.closed = False
+        self.timeout = timeout
+        self.timer: asyncio.TimerHandle | None = None
+        self.loop = asyncio.get_running_loop()
         self._on_lost = on_lost
+
+    def send(self, data: bytes) -> asyncio.Future[Any]:
+        """Write one request; its reply resolves the returned future."""
+        if self.closed or self.transport is None:
+            raise ConnectionError("connection to Redis lost")
+        fut = self.loop.create_future()
+        self.transport.write(data)
+        self.pending.append(fut)
+        self.sent_at.append(self.loop.time())
+        if self.timer is None:
+            self.timer = self.loop.call_later(self.timeout, self._check)
+        return fut
+
+    def _check(self) -> None:
+        """No reply for ``timeout`` seconds: drop the connection, failing every caller."""
+        self.timer = None
+        if not self.sent_at:
+            return
+        late = self.loop.time() - self.sent_at[0]
+        if late >= self.timeout:
+            self.abort(TimeoutError(f"no reply from Redis in {self.timeout:g}s"))
+        else:
+            self.timer = self.loop.call_later(self.timeout - late, self._check)
+
+    def abort(self, exc: Exception) -> None:
+        self._fail(exc)
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _fail(self, exc: Exception) -> None:
+        self.closed = True
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.sent_at.clear()
+        while self.pending:
+            fut = self.pending.popleft()
+            if not fut.done():
+                fut.set_exception(exc)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -70,8 +136,10 @@ class _Protocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.reader.feed(data)
         pending = self.pending
+        sent_at = self.sent_at
         while (reply := self.reader.gets()) is not False:
             fut = pending.popleft()
+            sent_at.popleft()
             if not fut.done():
                 if isinstance(reply, RespError):
                     fut.set_exception(reply)
@@ -79,12 +147,7 @@ class _Protocol(asyncio.Protocol):
                     fut.set_result(reply)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        error = ConnectionError(f"connection to Redis lost: {exc or 'closed by the server'}")
-        while self.pending:
-            fut = self.pending.popleft()
-            if not fut.done():
-                fut.set_exception(error)
+        self._fail(ConnectionError(f"connection to Redis lost: {exc or 'closed by the server'}"))
         self._on_lost(self)
 
 
@@ -105,7 +168,9 @@ class RespConnection:
         db: int = 0,
         ssl_context: ssl.SSLContext | None = None,
         connect_timeout: float = 5.0,
+        timeout: float = 5.0,
     ) -> None:
+        self._timeout = timeout
         self._address = address
         self._username = username
         self._password = password
@@ -121,7 +186,7 @@ class RespConnection:
         loop = asyncio.get_running_loop()
         async with asyncio.timeout(self._connect_timeout):
             _, protocol = await loop.create_connection(
-                lambda: _Protocol(self._lost), host, port, ssl=self._ssl
+                lambda: _Protocol(self._lost, self._timeout), host, port, ssl=self._ssl
             )
         assert isinstance(protocol, _Protocol)
         hello: list[list[bytes | str | int]] = []
@@ -135,7 +200,7 @@ class RespConnection:
             hello.append(["SELECT", self._db])
         try:
             for command in hello:
-                await self._send(protocol, command)
+                await protocol.send(_encode(command))
         except BaseException:
             if protocol.transport is not None:
                 protocol.transport.close()
@@ -163,34 +228,29 @@ class RespConnection:
         self._protocol = protocol
         return protocol
 
-    @staticmethod
-    def _send(
-        protocol: _Protocol, args: Sequence[bytes | str | int | float]
-    ) -> asyncio.Future[Any]:
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        assert protocol.transport is not None
-        protocol.transport.write(_encode(args))
-        protocol.pending.append(fut)
-        return fut
-
-    async def execute(self, *args: bytes | str | int | float) -> Any:
+    async def execute(self, *args: Arg) -> Any:
         """Send one command and return its reply (error replies raise RespError)."""
-        protocol = await self._get()
-        return await self._send(protocol, args)
+        protocol = self._protocol
+        if protocol is None or protocol.closed:
+            protocol = await self._get()
+        return await protocol.send(_encode(args))
 
-    async def evalsha(
-        self, script: Script, keys: Sequence[str | bytes], args: Sequence[bytes | str | int | float]
-    ) -> Any:
-        """Run ``script``, loading it first if the server does not know it."""
-        protocol = await self._get()
-        command = (b"EVALSHA", script.sha, len(keys), *keys, *args)
+    async def evalsha(self, script: Script, keys: Sequence[Arg], args: Sequence[Arg]) -> Any:
+        """Run ``script``, loading it first if the server does not know it. ``keys``
+        may be one :class:`Encoded` run of several keys."""
+        protocol = self._protocol
+        if protocol is None or protocol.closed:
+            protocol = await self._get()
+        nkeys = sum(k.count if isinstance(k, Encoded) else 1 for k in keys)
+        command = _encode((b"EVALSHA", script.sha, nkeys, *keys, *args))
         try:
-            return await self._send(protocol, command)
+            return await protocol.send(command)
         except RespError as exc:
             if not str(exc).startswith("NOSCRIPT"):
                 raise
         await self.execute(b"SCRIPT", b"LOAD", script.source)
-        return await self.execute(*command)
+        protocol = await self._get()
+        return await protocol.send(command)
 
     async def aclose(self) -> None:
         self._closed = True

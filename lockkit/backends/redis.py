@@ -69,7 +69,7 @@ from .._core._clock import Clock
 from .._core._errors import BackendUnavailable, ConfigurationError, LockTimeout
 from .._core._url import LockURL, as_bool, as_seconds, resolve_options
 from ..abc import Backend, Capability, Grant, HolderInfo, LockInfo, Renewal
-from ._resp import RespConnection, RespError, Script
+from ._resp import Arg, Encoded, RespConnection, RespError, Script
 
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup
@@ -104,14 +104,16 @@ def _encode_name(name: str) -> str:
     return name.replace("%", "%25").replace("{", "%7B").replace("}", "%7D")
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@final
 class _Keys:
-    base: str
+    """The keys of one lock, also pre-encoded for the wire."""
 
-    @property
-    def all(self) -> tuple[str, str, str, str]:
-        b = self.base
-        return (b + ":o", b + ":f", b + ":q", b + ":l")
+    __slots__ = ("all", "base", "encoded")
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+        self.all = (base + ":o", base + ":f", base + ":q", base + ":l")
+        self.encoded = Encoded(*self.all)
 
 
 @dataclasses.dataclass(eq=False, slots=True)
@@ -156,10 +158,20 @@ OPTIONS: dict[str, Callable[[Any], Any]] = {
 Mode = Literal["single", "sentinel", "cluster", "client"]
 
 
+def _expand(args: Sequence[Arg]) -> list[Any]:
+    out: list[Any] = []
+    for arg in args:
+        if isinstance(arg, Encoded):
+            out.extend(arg.args)
+        else:
+            out.append(arg)
+    return out
+
+
 class _Executor:
     """Runs scripts and commands on whatever connects lockkit to Redis."""
 
-    async def evalsha(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
+    async def evalsha(self, script: Script, keys: Sequence[Arg], args: Sequence[Arg]) -> Any:
         raise NotImplementedError
 
     async def execute(self, *args: Any) -> Any:
@@ -226,10 +238,12 @@ class _ClusterExecutor(_Executor):
             return
         raise ConnectionError(f"no cluster node answered CLUSTER SLOTS: {last}")
 
-    async def _node_for(self, key: str) -> RespConnection:
+    async def _node_for(self, key: Arg) -> RespConnection:
         if not self._slots:
             await self._refresh()
-        slot = key_slot(key.encode())
+        if isinstance(key, Encoded):
+            key = key.args[0]
+        slot = key_slot(key if isinstance(key, bytes) else str(key).encode())
         index = bisect.bisect_right(self._slots, (slot, 1 << 30)) - 1
         if index >= 0:
             start, end, addr = self._slots[index]
@@ -237,7 +251,7 @@ class _ClusterExecutor(_Executor):
                 return self._conn(addr)
         raise ConnectionError(f"no cluster node serves slot {slot}")
 
-    async def evalsha(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
+    async def evalsha(self, script: Script, keys: Sequence[Arg], args: Sequence[Arg]) -> Any:
         for _ in range(4):
             conn = await self._node_for(keys[0])
             try:
@@ -271,11 +285,16 @@ class _ClientExecutor(_Executor):
     def __init__(self, client: Any) -> None:
         self.client = client
 
-    async def evalsha(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
+    async def evalsha(self, script: Script, keys: Sequence[Arg], args: Sequence[Arg]) -> Any:
+        flat_keys, flat_args = _expand(keys), _expand(args)
         try:
-            return await self.client.evalsha(script.sha.decode(), len(keys), *keys, *args)
+            return await self.client.evalsha(
+                script.sha.decode(), len(flat_keys), *flat_keys, *flat_args
+            )
         except redis_errors.NoScriptError:
-            return await self.client.eval(script.source.decode(), len(keys), *keys, *args)
+            return await self.client.eval(
+                script.source.decode(), len(flat_keys), *flat_keys, *flat_args
+            )
 
     async def execute(self, *args: Any) -> Any:
         return await self.client.execute_command(*args)
@@ -360,7 +379,24 @@ class RedisBackend(Backend):
         self._channel_format = channel + "%s"
         # a script's PUBLISH reaches every subscriber except on Cluster, where it stays
         # on the node that ran it: there the script returns whom to wake and we publish
-        self._publish_in_script = b"0" if mode == "cluster" else b"1"
+        publish_in_script = b"0" if mode == "cluster" else b"1"
+        fair_flag = b"1" if fair else b"0"
+        self._acquire_tail = Encoded(
+            self.client_id,
+            fair_flag,
+            int(QUEUE_LEASE * 1000),
+            int(FENCE_KEEP * 1000),
+            self._channel_format,
+            publish_in_script,
+        )
+        self._release_tail = Encoded(
+            self.client_id,
+            int(CLAIM_WINDOW * 1000),
+            fair_flag,
+            self._channel_format,
+            publish_in_script,
+        )
+        self._keys_cache: dict[str, _Keys] = {}
         #: Commands sent, by kind; for tests and benchmarks.
         self.calls: dict[str, int] = {}
 
@@ -422,6 +458,7 @@ class RedisBackend(Backend):
                         db=db,
                         ssl_context=ssl_context,
                         connect_timeout=connect_timeout,
+                        timeout=timeout,
                     )
                 )
 
@@ -471,6 +508,7 @@ class RedisBackend(Backend):
                         db=db,
                         ssl_context=ssl_context,
                         connect_timeout=connect_timeout,
+                        timeout=timeout,
                     )
                 )
 
@@ -498,6 +536,7 @@ class RedisBackend(Backend):
                     password=url.password,
                     ssl_context=ssl_context,
                     connect_timeout=connect_timeout,
+                    timeout=timeout,
                 )
 
             def make_cluster() -> _Executor:
@@ -598,30 +637,31 @@ class RedisBackend(Backend):
 
     def keys(self, name: str) -> _Keys:
         """The keys that hold lock ``name`` (for tests and operators)."""
-        return _Keys(f"{self.prefix}{{{_encode_name(name)}}}")
+        keys = self._keys_cache.get(name)
+        if keys is None:
+            if len(self._keys_cache) >= 4096:
+                self._keys_cache.clear()
+            keys = self._keys_cache[name] = _Keys(f"{self.prefix}{{{_encode_name(name)}}}")
+        return keys
 
-    async def _eval(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        assert self._exec is not None, "the backend is not open"
+    async def _eval(self, script: Script, keys: Sequence[Arg], args: Sequence[Arg]) -> Any:
+        executor = self._exec
+        if executor is None:
+            raise RuntimeError("the Redis backend is not open")
         self.calls[script.name] = self.calls.get(script.name, 0) + 1
-        with _map_errors(f"run the {script.name} script"):
-            with anyio.fail_after(self.timeout):
-                return await self._exec.evalsha(script, keys, args)
-
-    def _acquire_args(self, owner: str, ttl: float, queue: bool) -> list[Any]:
-        return [
-            owner,
-            self.client_id,
-            max(1, math.ceil(ttl * 1000)),
-            b"1" if queue else b"0",
-            b"1" if self.fair else b"0",
-            int(QUEUE_LEASE * 1000),
-            int(FENCE_KEEP * 1000),
-            self._channel_format,
-            self._publish_in_script,
-        ]
+        try:  # each connection enforces the command timeout itself
+            return await executor.evalsha(script, keys, args)
+        except (RespError, redis_errors.RedisError, OSError, TimeoutError) as exc:
+            with _map_errors(f"run the {script.name} script"):
+                raise exc from None
+            raise  # pragma: no cover - _map_errors always raises
 
     async def _try(self, keys: _Keys, owner: str, ttl: float, queue: bool) -> tuple[bool, int, int]:
-        reply = await self._eval(ACQUIRE, keys.all, self._acquire_args(owner, ttl, queue))
+        ttl_ms = max(1, math.ceil(ttl * 1000))
+        mode = b"1" if queue else b"0"
+        reply = await self._eval(
+            ACQUIRE, (keys.encoded,), (owner, ttl_ms, mode, self._acquire_tail)
+        )
         if reply[0] == 1:
             return True, int(reply[1]), 0
         if len(reply) > 3:
@@ -659,6 +699,14 @@ class RedisBackend(Backend):
                     await self._leave_shielded(keys, owner, last=False)
                 raise
             return Grant(value, started)
+        try:  # fast path: a free lock costs one round trip and no local bookkeeping
+            ok, value, _ = await self._try(keys, owner, ttl, queue=True)
+            if ok:
+                await self._confirm_replicas(keys, owner)
+                return Grant(value, started)
+        except BaseException:
+            await self._leave_shielded(keys, owner, last=keys.base not in self._waiters)
+            raise
         return await self._wait(name, keys, owner, ttl, timeout, started)
 
     async def _wait(
@@ -711,17 +759,7 @@ class RedisBackend(Backend):
 
     async def _leave(self, keys: _Keys, owner: str, *, last: bool) -> bool:
         reply = await self._eval(
-            RELEASE,
-            keys.all,
-            [
-                owner,
-                self.client_id,
-                int(CLAIM_WINDOW * 1000),
-                b"1" if self.fair else b"0",
-                self._channel_format,
-                self._publish_in_script,
-                b"1" if last else b"0",
-            ],
+            RELEASE, (keys.encoded,), (owner, b"1" if last else b"0", self._release_tail)
         )
         if isinstance(reply, list):
             await self._wake(reply[0], reply[1])
