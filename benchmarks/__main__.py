@@ -23,7 +23,7 @@ import lockkit
 
 from .harness import Result
 
-SUITES = ("memory",)
+SUITES = ("memory", "redis")
 
 
 async def main_async(suites: list[str], duration: float) -> tuple[list[Result], dict[str, Any]]:
@@ -57,17 +57,24 @@ def main() -> None:
     path = args.out / f"bench-{time.strftime('%Y%m%dT%H%M%S')}.json"
     path.write_text(json.dumps({"env": env, "results": [r.as_dict() for r in results]}, indent=2))
     console = Console()
+    if console.width < 160:  # a pipe or a narrow terminal: keep the figures readable
+        console = Console(width=160)
     table = Table(title=f"lockkit benchmarks ({env['python']}, {env['cpus']} CPUs)")
     table.add_column("suite")
     table.add_column("measurement")
     table.add_column("figures")
+    table.add_column("notes")
     for r in results:
         figures = ", ".join(
             f"{k}={v:,.3f}" if abs(v) < 100 else f"{k}={v:,.0f}" for k, v in r.figures.items()
         )
-        table.add_row(r.suite, r.name, figures)
+        table.add_row(r.suite, r.name, figures, ("FAILED: " if r.failed else "") + r.notes)
     console.print(table)
     console.print(f"JSON: {path}")
+    failed = [r for r in results if r.failed]
+    if failed:
+        console.print(f"{len(failed)} measurement(s) failed: " + "; ".join(r.name for r in failed))
+        sys.exit(1)
 
 
 if __name__ == "__main__":
