@@ -52,6 +52,7 @@ demo: install
 	$(PY) -m lockkit demo $(if $(URL),--url '$(URL)',)
 
 bench: deps
+	$(PY) -m pip install -q --disable-pip-version-check -r benchmarks/requirements.txt
 	$(PY) -m benchmarks $(BENCH_ARGS)
 
 clean:

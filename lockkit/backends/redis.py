@@ -370,6 +370,8 @@ class RedisBackend(Backend):
         self._tg: TaskGroup | None = None
         self._waiters: dict[str, _Waiters] = {}
         self._owner_events: dict[str, anyio.Event] = {}
+        #: wake-ups that arrived before their waiter registered (bounded)
+        self._early: set[str] = set()
         self._reader_started = False
         self._subscribed = anyio.Event()
         self._waiting_changed = anyio.Event()
@@ -700,32 +702,49 @@ class RedisBackend(Backend):
                 raise
             return Grant(value, started)
         try:  # fast path: a free lock costs one round trip and no local bookkeeping
-            ok, value, _ = await self._try(keys, owner, ttl, queue=True)
+            ok, value, rank = await self._try(keys, owner, ttl, queue=True)
             if ok:
                 await self._confirm_replicas(keys, owner)
                 return Grant(value, started)
         except BaseException:
             await self._leave_shielded(keys, owner, last=keys.base not in self._waiters)
             raise
-        return await self._wait(name, keys, owner, ttl, timeout, started)
+        return await self._wait(name, keys, owner, ttl, timeout, started, (value, rank))
 
     async def _wait(
-        self, name: str, keys: _Keys, owner: str, ttl: float, timeout: float | None, started: float
+        self,
+        name: str,
+        keys: _Keys,
+        owner: str,
+        ttl: float,
+        timeout: float | None,
+        started: float,
+        queued: tuple[int, int],
     ) -> Grant:
+        """Wait in the queue the fast path already put ``owner`` in; ``queued`` is its
+        answer (holder's pttl, rank)."""
         deadline = math.inf if timeout is None else started + timeout
         local = self._waiters.get(keys.base)
         if local is None:
             local = self._waiters[keys.base] = _Waiters(keys)
             self._waiting_changed.set()
         fallback = min(5.0, max(0.5, ttl / 2))
+        value, rank = queued
+        event = self._owner_events[owner] = local.events[owner] = anyio.Event()
+        if owner in self._early:  # woken before we got here
+            self._early.discard(owner)
+            event.set()
+        ask = False
         try:
             while True:
-                # register before asking, so a wake-up sent while we ask is not lost
-                event = self._owner_events[owner] = local.events[owner] = anyio.Event()
-                started = self.clock.now()
-                ok, value, rank = await self._try(keys, owner, ttl, queue=True)
-                if ok:
-                    break
+                if ask:
+                    # register before asking, so a wake-up sent while we ask is not lost
+                    event = self._owner_events[owner] = local.events[owner] = anyio.Event()
+                    started = self.clock.now()
+                    ok, value, rank = await self._try(keys, owner, ttl, queue=True)
+                    if ok:
+                        break
+                ask = True
                 if not self._subscribed.is_set():
                     await self._subscribe()
                     continue  # a release may have passed before we listened: ask again
@@ -848,11 +867,14 @@ class RedisBackend(Backend):
                     kind = message["type"]
                     if kind == "message":
                         data = message["data"]
-                        event = self._owner_events.get(
-                            data.decode() if isinstance(data, bytes) else data
-                        )
+                        owner = data.decode() if isinstance(data, bytes) else str(data)
+                        event = self._owner_events.get(owner)
                         if event is not None:
                             event.set()
+                        else:
+                            if len(self._early) >= 1024:
+                                self._early.clear()
+                            self._early.add(owner)
                     elif kind == "subscribe":
                         delay = 0.05
                         self._subscribed.set()
