@@ -130,25 +130,25 @@ class MemoryBackend(Backend):
             self._abandon(name, entry, waiter)
             raise
 
-    async def release(self, name: str, owner: str) -> bool:
+    def _held_by(self, name: str, owner: str, now: float) -> _Entry | None:
+        """The entry of ``name`` if ``owner`` holds it now, else None."""
         entry = self._store.entries.get(name)
         if entry is None:
-            return False
-        now = self.clock.now()
+            return None
         self._expire(name, entry, now)
-        if entry.holder != owner:
+        return entry if entry.holder == owner else None
+
+    async def release(self, name: str, owner: str) -> bool:
+        now = self.clock.now()
+        if (entry := self._held_by(name, owner, now)) is None:
             return False
         entry.holder = None
         self._handoff(name, entry, now)
         return True
 
     async def extend(self, name: str, owner: str, *, ttl: float) -> bool:
-        entry = self._store.entries.get(name)
-        if entry is None:
-            return False
         now = self.clock.now()
-        self._expire(name, entry, now)
-        if entry.holder != owner:
+        if (entry := self._held_by(name, owner, now)) is None:
             return False
         entry.expires_at = now + ttl
         return True

@@ -54,7 +54,7 @@ import math
 import random
 import secrets
 import ssl
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from importlib import resources
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, final
 
@@ -439,6 +439,20 @@ class RedisBackend(Backend):
             "socket_connect_timeout": connect_timeout,
         }
         shown = str(url)
+
+        def connection(
+            address: Callable[[], Awaitable[tuple[str, int]]], db: int = 0
+        ) -> RespConnection:
+            return RespConnection(
+                address,
+                username=url.username,
+                password=url.password,
+                db=db,
+                ssl_context=ssl_context,
+                connect_timeout=connect_timeout,
+                timeout=timeout,
+            )
+
         if url.scheme in ("redis", "rediss"):
             if len(url.hosts) != 1:
                 raise ConfigurationError(
@@ -448,21 +462,8 @@ class RedisBackend(Backend):
             host, port = url.hosts[0][0], url.hosts[0][1] or 6379
             db = _db(url.path, 0)
 
-            async def address() -> tuple[str, int]:
-                return host, port
-
             def make_fast() -> _Executor:
-                return _FastExecutor(
-                    RespConnection(
-                        address,
-                        username=url.username,
-                        password=url.password,
-                        db=db,
-                        ssl_context=ssl_context,
-                        connect_timeout=connect_timeout,
-                        timeout=timeout,
-                    )
-                )
+                return _FastExecutor(connection(_fixed(host, port), db))
 
             def make_pubsub() -> tuple[Any, bool]:
                 return aioredis.Redis(host=host, port=port, db=db, **common, **redis_ssl), True
@@ -501,25 +502,15 @@ class RedisBackend(Backend):
                     host, port = await sentinel.discover_master(service)
                 return str(host), int(port)
 
-            def make_fast() -> _Executor:
-                return _FastExecutor(
-                    RespConnection(
-                        primary,
-                        username=url.username,
-                        password=url.password,
-                        db=db,
-                        ssl_context=ssl_context,
-                        connect_timeout=connect_timeout,
-                        timeout=timeout,
-                    )
-                )
+            def make_primary() -> _Executor:
+                return _FastExecutor(connection(primary, db))
 
             def make_pubsub() -> tuple[Any, bool]:
                 return sentinel.master_for(service), True
 
             return cls(
                 mode="sentinel",
-                make_executor=make_fast,
+                make_executor=make_primary,
                 make_pubsub_client=make_pubsub,
                 shown=shown,
                 close_on_exit=[s for s in sentinel.sentinels],
@@ -529,17 +520,7 @@ class RedisBackend(Backend):
             seeds = [(h, p or 6379) for h, p in url.hosts]
 
             def make_conn(host: str, port: int) -> RespConnection:
-                async def address() -> tuple[str, int]:
-                    return host, port
-
-                return RespConnection(
-                    address,
-                    username=url.username,
-                    password=url.password,
-                    ssl_context=ssl_context,
-                    connect_timeout=connect_timeout,
-                    timeout=timeout,
-                )
+                return connection(_fixed(host, port))
 
             def make_cluster() -> _Executor:
                 return _ClusterExecutor(seeds, make_conn)
@@ -931,6 +912,13 @@ class RedisBackend(Backend):
 
     def __repr__(self) -> str:
         return f"<RedisBackend {self.mode} {self._shown}>"
+
+
+def _fixed(host: str, port: int) -> Callable[[], Awaitable[tuple[str, int]]]:
+    async def address() -> tuple[str, int]:
+        return host, port
+
+    return address
 
 
 def _db(path: str, default: int) -> int:
