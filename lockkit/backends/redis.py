@@ -756,6 +756,7 @@ class RedisBackend(Backend):
             except Exception as exc:  # retried by the queue keeper
                 logger.warning("could not clean up after a waiter on %s: %s", keys.base, exc)
                 self._orphans.append((keys.base, owner))
+                self._waiting_changed.set()  # let the keeper retry it
 
     async def _leave(self, keys: _Keys, owner: str, *, last: bool) -> bool:
         reply = await self._eval(

@@ -301,3 +301,28 @@ async def test_try_once_does_not_queue(redis_server) -> None:
                 with pytest.raises(LockTimeout):
                     await b.lock("once", timeout=0).acquire()
             assert (await a.inspect("once")).waiters == 0
+
+
+@pytest.mark.fault
+async def test_cleanup_that_failed_is_retried(servers, caplog) -> None:
+    """A waiter cancelled while Redis is unreachable is removed from the queue once
+    Redis answers again."""
+    server = servers.redis()
+    url = server.url
+    async with lockkit.connect(url, timeout=0.5) as a, lockkit.connect(url, timeout=0.5) as b:
+        holder = a.lock("orphan", ttl=30)
+        await holder.acquire()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(b.lock("orphan", ttl=30).acquire)
+            with anyio.fail_after(5):
+                while (await a.inspect("orphan")).waiters < 1:  # noqa: ASYNC110
+                    await anyio.sleep(0.02)
+            server.pause()
+            tg.cancel_scope.cancel()  # its cleanup times out against the paused server
+        server.resume()
+        assert "could not clean up" in caplog.text
+        with anyio.fail_after(10):
+            while (await a.inspect("orphan")).waiters:  # noqa: ASYNC110
+                await anyio.sleep(0.1)
+        await holder.release()
+        assert (await a.inspect("orphan")).idle
