@@ -326,3 +326,40 @@ async def test_cleanup_that_failed_is_retried(servers, caplog) -> None:
                 await anyio.sleep(0.1)
         await holder.release()
         assert (await a.inspect("orphan")).idle
+
+
+@pytest.mark.cluster
+@pytest.mark.fault
+async def test_cluster_master_failover_while_held(redis_cluster) -> None:
+    """Kill the master serving a held lock's slot: the client follows the promoted
+    replica; the holder keeps the lock or is told it lost it; the next token is higher."""
+    name = "cluster-failover:" + uuid.uuid4().hex[:6]
+    async with lockkit.connect(redis_cluster.url, timeout=2) as locks:
+        owner_key = rb(locks).keys(name).all[0]
+        lock = locks.lock(name, ttl=8)
+        first = await lock.acquire()
+        await anyio.to_thread.run_sync(redis_cluster.wait_replicated, owner_key)
+        old = redis_cluster.master_for(owner_key)
+        old.kill()
+        await anyio.to_thread.run_sync(redis_cluster.wait_for_failover, old)
+        with anyio.fail_after(30):
+            while True:
+                lease = lock.lease
+                if lease is None or lease.lost:
+                    outcome = "lost"
+                    break
+                try:
+                    await lock.extend()
+                except lockkit.BackendUnavailable:
+                    await anyio.sleep(0.2)
+                    continue
+                except lockkit.LockNotOwnedError:
+                    outcome = "lost"
+                    break
+                outcome = "kept"
+                break
+        if outcome == "kept":
+            await lock.release()
+        async with locks.lock(name, ttl=5, timeout=10) as second:
+            assert int(second) > int(first)
+    print(f"cluster failover outcome: holder {outcome} the lock; next token higher")
