@@ -84,7 +84,17 @@ class Lock:
     .. versionadded:: 0.1
     """
 
-    __slots__ = ("_by_task", "_client", "_waiting", "name", "on_lost", "renew", "timeout", "ttl")
+    __slots__ = (
+        "_by_task",
+        "_client",
+        "_entered",
+        "_waiting",
+        "name",
+        "on_lost",
+        "renew",
+        "timeout",
+        "ttl",
+    )
 
     def __init__(
         self,
@@ -105,6 +115,8 @@ class Lock:
         self.renew = renew
         self.on_lost: OnLost = on_lost
         self._by_task: dict[int, _Acquisition] = {}
+        #: acquisitions entered with ``async with``, by task (they own a cancel scope)
+        self._entered: dict[int, _Acquisition] = {}
         self._waiting = 0
 
     # -- acquiring and releasing -------------------------------------------------------
@@ -240,10 +252,12 @@ class Lock:
 
     async def __aenter__(self) -> FencingToken:
         token = await self.acquire()
-        acq = self._by_task[_task_id()]
+        task = _task_id()
+        acq = self._by_task[task]
         scope = anyio.CancelScope()
         scope.__enter__()
         acq.scope = scope
+        self._entered[task] = acq
         if self.on_lost == "cancel":
             acq.lease.on_lost(lambda _lease: scope.cancel())
         return token
@@ -254,12 +268,17 @@ class Lock:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool:
-        acq = self._by_task.get(_task_id())
-        if acq is None or acq.scope is None:  # released inside the body
+        task = _task_id()
+        acq = self._entered.pop(task, None)
+        if acq is None or acq.scope is None:  # pragma: no cover - unbalanced use
             return False
         swallowed = bool(acq.scope.__exit__(exc_type, exc, tb))
         acq.scope = None
         lease = acq.lease
+        if self._by_task.get(task) is not acq:  # released (or found lost) inside the body
+            if lease.lost and (exc is None or swallowed):
+                raise LockLostError(self.name, lease.lost_reason or "lost", acq.token)
+            return swallowed
         if lease.state is LeaseState.LOST:
             self._client._unwatch(lease)
             with anyio.CancelScope(shield=True), anyio.move_on_after(RELEASE_TIMEOUT):

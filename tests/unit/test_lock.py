@@ -102,3 +102,33 @@ async def test_bad_on_lost() -> None:
     async with lockkit.connect() as locks:
         with pytest.raises(lockkit.ConfigurationError, match="on_lost"):
             locks.lock("x", on_lost="ignore")  # type: ignore[arg-type]
+
+
+async def test_release_inside_the_body_is_fine() -> None:
+    async with lockkit.connect() as locks:
+        lock = locks.lock("x", ttl=5)
+        async with lock:
+            await lock.release()
+            assert not await lock.locked()
+        async with lock:  # the cancel scope was closed properly: usable again
+            assert lock.owned()
+        with anyio.move_on_after(0.05):
+            async with lock:
+                await anyio.sleep(1)  # cancelled from outside: still clean
+        assert not await lock.locked()
+
+
+async def test_loss_found_by_extend_inside_the_body_is_reported() -> None:
+    from lockkit.testing import VirtualClock, pause_renewals
+
+    clock = VirtualClock()
+    async with lockkit.connect("memory://", clock=clock) as locks:
+        lock = locks.lock("x", ttl=10, on_lost="raise")
+        with pytest.raises(LockNotOwnedError), pause_renewals(locks):
+            async with lock:
+                await clock.advance(11)
+                await lock.extend()
+        with pytest.raises(lockkit.LockLostError), pause_renewals(locks):
+            async with lock:
+                await clock.advance(11)
+        assert not await lock.locked()
