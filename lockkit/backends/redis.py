@@ -124,8 +124,11 @@ class _Waiters:
     events: dict[str, anyio.Event] = dataclasses.field(default_factory=dict)
 
 
-def _as_int(value: Any) -> int:
-    return int(value)
+def _as_count(value: Any) -> int:
+    result = int(value)
+    if result < 0:
+        raise ValueError(f"expected 0 or more, got {value!r}")
+    return result
 
 
 def _as_prefix(value: Any) -> str:
@@ -147,7 +150,7 @@ OPTIONS: dict[str, Callable[[Any], Any]] = {
     "fair": as_bool,
     "timeout": as_seconds,
     "connect_timeout": as_seconds,
-    "wait_replicas": _as_int,
+    "wait_replicas": _as_count,
     "wait_timeout": as_seconds,
     "sentinel_username": str,
     "sentinel_password": str,
@@ -378,7 +381,8 @@ class RedisBackend(Backend):
         self._orphans: list[tuple[str, str]] = []
         channel = f"{prefix}c:"
         self._channel = channel + self.client_id
-        self._channel_format = channel + "%s"
+        # a Lua string.format pattern: a '%' of the prefix must be doubled
+        self._channel_format = channel.replace("%", "%%") + "%s"
         # a script's PUBLISH reaches every subscriber except on Cluster, where it stays
         # on the node that ran it: there the script returns whom to wake and we publish
         publish_in_script = b"0" if mode == "cluster" else b"1"
@@ -561,6 +565,11 @@ class RedisBackend(Backend):
             k: OPTIONS[k] for k in ("prefix", "fair", "timeout", "wait_replicas", "wait_timeout")
         }
         opts = resolve_options("redis", allowed, {}, options)
+        if opts.get("wait_replicas"):
+            raise ConfigurationError(
+                "wait_replicas needs lockkit's own connection (WAIT counts the writes of one "
+                "connection): use a redis:// or redis+sentinel:// URL for it"
+            )
         if isinstance(client, RedisCluster):
             nodes = client.get_nodes()
 

@@ -363,3 +363,42 @@ async def test_cluster_master_failover_while_held(redis_cluster) -> None:
         async with locks.lock(name, ttl=5, timeout=10) as second:
             assert int(second) > int(first)
     print(f"cluster failover outcome: holder {outcome} the lock; next token higher")
+
+
+async def test_prefix_with_percent_signs(redis_server) -> None:
+    url = redis_server.url
+    prefix = unique("p%s%d%%")
+    async with lockkit.connect(url, prefix=prefix) as a, lockkit.connect(url, prefix=prefix) as b:
+        holder = a.lock("pct", ttl=5)
+        await holder.acquire()
+        async with anyio.create_task_group() as tg:
+            got: list[int] = []
+
+            async def wait() -> None:
+                got.append(int(await b.lock("pct", ttl=5, timeout=5).acquire()))
+
+            tg.start_soon(wait)
+            await anyio.sleep(0.2)
+            started = time.monotonic()
+            await holder.release()
+        assert got and time.monotonic() - started < 0.5  # woken by message, not a fallback
+
+
+def test_wait_replicas_needs_own_connection() -> None:
+    with pytest.raises(lockkit.ConfigurationError, match="wait_replicas"):
+        RedisBackend.from_client(aioredis.Redis(), wait_replicas=1)
+    with pytest.raises(lockkit.ConfigurationError, match="wait_replicas"):
+        lockkit.connect("redis://localhost", wait_replicas=-1)
+
+
+@pytest.mark.cluster
+async def test_wait_replicas(redis_sentinel) -> None:
+    url = redis_sentinel.url
+    name = "replicated:" + uuid.uuid4().hex[:6]
+    async with lockkit.connect(url, wait_replicas=1) as locks:
+        async with locks.lock(name, ttl=5) as token:
+            assert int(token) > 0
+    async with lockkit.connect(url, wait_replicas=3, wait_timeout=0.2) as locks:
+        with pytest.raises(lockkit.BackendUnavailable, match="only 1 of 3 replicas"):
+            await locks.lock(name, ttl=5).acquire()
+        assert (await locks.inspect(name)).idle  # the grant was taken back
