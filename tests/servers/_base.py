@@ -655,6 +655,30 @@ class ServerGroup(abc.ABC, Generic[N]):
     def wait_healthy(self, timeout: float = 60.0) -> None:
         """Wait until every member is up and the group agrees on its shape."""
 
+    def _build(self) -> None:
+        """Create the member handles on fresh ports (groups started by
+        :meth:`_start_together`)."""
+        raise NotImplementedError
+
+    def _start_together(self) -> None:
+        """Start every member at once (a quorum member serves only once the quorum has
+        formed) and wait; on "address already in use" start over on fresh ports."""
+        for attempt in range(3):
+            self._build()
+            for node in self.nodes:
+                node.start(wait=False)
+            try:
+                for node in self.nodes:
+                    node.wait_ready()
+                self.wait_healthy()
+                return
+            except ServerStartError:
+                clash = any(node._address_in_use() for node in self.nodes)
+                for node in self.nodes:
+                    node.kill()
+                if not clash or attempt == 2:
+                    raise
+
     @property
     def needs_heal(self) -> bool:
         return any(process.needs_heal for process in self.processes)

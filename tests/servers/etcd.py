@@ -18,7 +18,6 @@ from ._base import (
     ProcessServer,
     ServerError,
     ServerGroup,
-    ServerStartError,
     free_ports,
     require_binary,
     wait_until,
@@ -165,22 +164,8 @@ class EtcdCluster(ServerGroup[EtcdServer]):
         ]
 
     def start(self) -> None:
-        """Start every member at once; on "address already in use" start over."""
-        for attempt in range(3):
-            self._build()
-            for node in self.nodes:
-                node.start(wait=False)
-            try:
-                for node in self.nodes:
-                    node.wait_ready()
-                self.wait_healthy()
-                return
-            except ServerStartError:
-                clash = any(node._address_in_use() for node in self.nodes)
-                for node in self.nodes:
-                    node.kill()
-                if not clash or attempt == 2:
-                    raise
+        """Start every member at once and wait until the quorum serves."""
+        self._start_together()
 
     def leader(self) -> EtcdServer:
         """The member every reachable member names as leader."""

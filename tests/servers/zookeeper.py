@@ -17,7 +17,6 @@ from ._base import (
     ProcessServer,
     ServerError,
     ServerGroup,
-    ServerStartError,
     free_ports,
     require_binary,
     require_jars,
@@ -178,23 +177,8 @@ class ZooKeeperEnsemble(ServerGroup[ZooKeeperServer]):
         ]
 
     def start(self) -> None:
-        """Start every member at once (a member serves only once a quorum formed);
-        on "address already in use" start over on fresh ports."""
-        for attempt in range(3):
-            self._build()
-            for node in self.nodes:
-                node.start(wait=False)
-            try:
-                for node in self.nodes:
-                    node.wait_ready()
-                self.wait_healthy()
-                return
-            except ServerStartError:
-                clash = any(node._address_in_use() for node in self.nodes)
-                for node in self.nodes:
-                    node.kill()
-                if not clash or attempt == 2:
-                    raise
+        """Start every member at once and wait until the quorum serves."""
+        self._start_together()
 
     def leader(self) -> ZooKeeperServer:
         """The member whose ``srvr`` says ``Mode: leader``."""
