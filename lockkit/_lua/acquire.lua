@@ -11,7 +11,9 @@
 -- ARGV[5] "1" fair (queued waiters first), "0" barging allowed
 -- ARGV[6] queue lease ms   ARGV[7] fence keep ms
 -- ARGV[8] waiters' channel, "%s" standing for the client id
--- ARGV[9] "1" to publish wake-ups here, "0" to return them (see release.lua)
+-- ARGV[9] "1" to PUBLISH wake-ups on that channel, "2" to SPUBLISH them on the lock's own
+--         channel (KEYS[1] without ":o", then ":c:" and the client id: same Cluster slot),
+--         "0" to return them for the caller to publish
 --
 -- Returns {1, token} when granted, else {0, pttl of the owner key, rank in the queue or -1}
 -- followed, when ARGV[9] is "0" and a waiter must be woken, by its channel and owner.
@@ -40,10 +42,12 @@ elseif not holder then
       local head_client, head_owner = string.match(head[1], '^([^:]*):(.*)$')
       if tonumber(redis.call('HGET', KEYS[4], head_client) or '0') > now_ms then
         if purged then -- the live head may be asleep behind the dead ones: wake it
-          wake = {string.format(ARGV[8], head_client), head_owner}
-          if ARGV[9] == '1' then
-            redis.call('PUBLISH', wake[1], wake[2])
-            wake = nil
+          if ARGV[9] == '2' then
+            redis.call('SPUBLISH', string.sub(KEYS[1], 1, -3) .. ':c:' .. head_client, head_owner)
+          elseif ARGV[9] == '1' then
+            redis.call('PUBLISH', string.format(ARGV[8], head_client), head_owner)
+          else
+            wake = {string.format(ARGV[8], head_client), head_owner}
           end
         end
         break

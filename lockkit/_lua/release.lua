@@ -8,8 +8,9 @@
 -- ARGV[5] "1" fair: the next waiter gets the lock reserved ("~" .. owner) for the claim
 --         window; "0": the lock is freed and the next waiter only woken
 -- ARGV[6] channel of the next waiter's client, with "%s" where its client id goes
--- ARGV[7] "1" to publish the wake-up here; "0" to return it for the caller to publish
---         (on Cluster, where a script's PUBLISH does not reach the other nodes)
+-- ARGV[7] "1" to PUBLISH the wake-up on that channel; "2" to SPUBLISH it on the lock's own
+--         channel (KEYS[1] without ":o", then ":c:" and the client id); "0" to return it
+--         for the caller to publish (a script's PUBLISH stays on its Cluster node)
 --
 -- Returns 0 if the caller neither held the lock nor had it reserved; otherwise 1, or
 -- {channel, owner} when ARGV[7] is "0" and a waiter must be woken by the caller.
@@ -37,6 +38,10 @@ for _ = 1, 1000 do
       redis.call('ZREM', KEYS[3], head[1])
     else
       redis.call('DEL', KEYS[1])
+    end
+    if ARGV[7] == '2' then
+      redis.call('SPUBLISH', string.sub(KEYS[1], 1, -3) .. ':c:' .. next_client, next_owner)
+      return 1
     end
     local channel = string.format(ARGV[6], next_client)
     if ARGV[7] == '1' then

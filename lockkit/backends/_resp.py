@@ -16,16 +16,20 @@ import asyncio
 import collections
 import hashlib
 import ssl
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, final
 
 import hiredis
 
-__all__ = ("Encoded", "RespConnection", "RespError", "Script")
+__all__ = ("Encoded", "NotSentError", "PubSubConnection", "RespConnection", "RespError", "Script")
 
 
 class RespError(Exception):
     """An error reply from the server (``-ERR ...``)."""
+
+
+class NotSentError(ConnectionError):
+    """The connection could not be made: the command was not sent, so retrying is safe."""
 
 
 @final
@@ -222,6 +226,8 @@ class RespConnection:
         task = self._connecting
         try:
             protocol = await asyncio.shield(task)
+        except (OSError, TimeoutError) as exc:
+            raise NotSentError(str(exc) or type(exc).__name__) from exc
         finally:
             if task.done() and self._connecting is task:
                 self._connecting = None
@@ -264,3 +270,139 @@ class RespConnection:
     def __repr__(self) -> str:
         state = "connected" if self._protocol is not None else "idle"
         return f"<RespConnection {state}>"
+
+
+class _PubSubProtocol(asyncio.Protocol):
+    """A connection in subscribe mode: replies to our commands come back in order,
+    interleaved with pushed messages."""
+
+    def __init__(self, owner: PubSubConnection) -> None:
+        self.owner = owner
+        self.reader = hiredis.Reader(replyError=RespError)
+        self.transport: asyncio.Transport | None = None
+        #: commands awaiting their reply: (kind, channel) and the future to resolve
+        self.pending: collections.deque[tuple[bytes, bytes, asyncio.Future[Any] | None]] = (
+            collections.deque()
+        )
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.reader.feed(data)
+        while (reply := self.reader.gets()) is not False:
+            self._dispatch(reply)
+
+    def _dispatch(self, reply: Any) -> None:
+        if isinstance(reply, list) and reply and reply[0] in (b"message", b"smessage"):
+            self.owner.on_message(reply[1], reply[2])
+            return
+        if (
+            isinstance(reply, list)
+            and reply
+            and reply[0] in (b"unsubscribe", b"sunsubscribe")
+            and not (self.pending and self.pending[0][:2] == (reply[0], reply[1]))
+        ):
+            self.owner.on_kicked(reply[1])  # the server dropped it (slot moved away)
+            return
+        if not self.pending:  # pragma: no cover - nothing we asked for
+            return
+        _, _, fut = self.pending.popleft()
+        if fut is not None and not fut.done():
+            if isinstance(reply, RespError):
+                fut.set_exception(reply)
+            else:
+                fut.set_result(reply)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        error = ConnectionError(f"pub/sub connection lost: {exc or 'closed by the server'}")
+        while self.pending:
+            _, _, fut = self.pending.popleft()
+            if fut is not None and not fut.done():
+                fut.set_exception(error)
+        self.owner.on_lost(error)
+
+
+@final
+class PubSubConnection:
+    """One subscribe-mode socket to one server (a Cluster node, for sharded channels).
+
+    ``on_message(channel, data)`` gets every message, ``on_kicked(channel)`` every
+    subscription the server dropped on its own, ``on_lost(exc)`` the end of the
+    connection; after that the object is dead and a new one must be made.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        on_message: Callable[[bytes, bytes], None],
+        on_kicked: Callable[[bytes], None],
+        on_lost: Callable[[Exception], None],
+        username: str | None = None,
+        password: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        connect_timeout: float = 5.0,
+        timeout: float = 5.0,
+    ) -> None:
+        self.address = (host, port)
+        self.on_message = on_message
+        self.on_kicked = on_kicked
+        self.on_lost = on_lost
+        self._username = username
+        self._password = password
+        self._ssl = ssl_context
+        self._connect_timeout = connect_timeout
+        self._timeout = timeout
+        self._protocol: _PubSubProtocol | None = None
+
+    async def connect(self) -> None:
+        loop = asyncio.get_running_loop()
+        async with asyncio.timeout(self._connect_timeout):
+            _, protocol = await loop.create_connection(
+                lambda: _PubSubProtocol(self), *self.address, ssl=self._ssl
+            )
+        assert isinstance(protocol, _PubSubProtocol)
+        self._protocol = protocol
+        if self._password is not None:
+            auth: list[Arg] = [
+                "AUTH",
+                *([self._username] if self._username else []),
+                self._password,
+            ]
+            try:
+                await self._call(b"auth", b"", auth)
+            except BaseException:
+                self.close()
+                raise
+
+    async def _call(self, kind: bytes, channel: bytes, args: Sequence[Arg]) -> Any:
+        protocol = self._protocol
+        if protocol is None or protocol.transport is None or protocol.transport.is_closing():
+            raise ConnectionError("pub/sub connection lost")
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        protocol.pending.append((kind, channel, fut))
+        protocol.transport.write(_encode(args))
+        async with asyncio.timeout(self._timeout):
+            return await fut
+
+    async def subscribe(self, channel: bytes, *, sharded: bool) -> None:
+        """Subscribe and return once the server confirmed (errors such as MOVED raise)."""
+        kind = b"ssubscribe" if sharded else b"subscribe"
+        await self._call(kind, channel, [kind.upper(), channel])
+
+    def unsubscribe(self, channel: bytes, *, sharded: bool) -> None:
+        """Ask to unsubscribe; the confirmation is not awaited."""
+        protocol = self._protocol
+        if protocol is None or protocol.transport is None or protocol.transport.is_closing():
+            return
+        kind = b"sunsubscribe" if sharded else b"unsubscribe"
+        protocol.pending.append((kind, channel, None))
+        protocol.transport.write(_encode([kind.upper(), channel]))
+
+    def close(self) -> None:
+        protocol, self._protocol = self._protocol, None
+        if protocol is not None and protocol.transport is not None:
+            protocol.transport.close()

@@ -28,9 +28,10 @@ last token. ``wait_replicas`` narrows the failover window further. A guard refus
 equal token from another acquisition, so even that case cannot go unnoticed there.
 
 Waiting: an acquisition that finds the lock taken joins the queue (the same script) and
-waits for a message on its client's channel; a release hands the lock to the oldest
-live waiter and wakes only that one (two commands per handoff: the release, and the
-claim by the woken waiter). The head waiter also wakes when the holder's lease would
+waits for a message on its client's channel (on Cluster: a sharded channel per contended
+lock, in the lock's slot); a release hands the lock to the oldest live waiter and wakes
+only that one (two commands per handoff: the release, and the claim by the woken
+waiter). The head waiter also wakes when the holder's lease would
 end, and every waiter re-checks after a pub/sub reconnect, so a lost message costs a
 bounded delay, not a hang. Each client keeps its queue entries alive with one command
 per second per contended lock; entries of a client that died are skipped after 3 s.
@@ -69,7 +70,15 @@ from .._core._clock import Clock
 from .._core._errors import BackendUnavailable, ConfigurationError, LockTimeout
 from .._core._url import LockURL, as_bool, as_seconds, resolve_options
 from ..abc import Backend, Capability, Grant, HolderInfo, LockInfo, Renewal
-from ._resp import Arg, Encoded, RespConnection, RespError, Script
+from ._resp import (
+    Arg,
+    Encoded,
+    NotSentError,
+    PubSubConnection,
+    RespConnection,
+    RespError,
+    Script,
+)
 
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup
@@ -122,6 +131,10 @@ class _Waiters:
 
     keys: _Keys
     events: dict[str, anyio.Event] = dataclasses.field(default_factory=dict)
+    #: sharded mode: this lock's own channel, and whether its subscription is confirmed
+    channel: bytes = b""
+    listening: bool = False
+    node: tuple[str, int] | None = None
 
 
 def _as_count(value: Any) -> int:
@@ -241,7 +254,8 @@ class _ClusterExecutor(_Executor):
             return
         raise ConnectionError(f"no cluster node answered CLUSTER SLOTS: {last}")
 
-    async def _node_for(self, key: Arg) -> RespConnection:
+    async def address_for(self, key: Arg) -> tuple[str, int]:
+        """The primary serving ``key``'s slot, as the slot map last read says."""
         if not self._slots:
             await self._refresh()
         if isinstance(key, Encoded):
@@ -251,8 +265,14 @@ class _ClusterExecutor(_Executor):
         if index >= 0:
             start, end, addr = self._slots[index]
             if start <= slot <= end:
-                return self._conn(addr)
+                return addr
         raise ConnectionError(f"no cluster node serves slot {slot}")
+
+    async def refresh(self) -> None:
+        await self._refresh()
+
+    async def _node_for(self, key: Arg) -> RespConnection:
+        return self._conn(await self.address_for(key))
 
     async def evalsha(self, script: Script, keys: Sequence[Arg], args: Sequence[Arg]) -> Any:
         for _ in range(4):
@@ -262,12 +282,15 @@ class _ClusterExecutor(_Executor):
             except RespError as exc:
                 if not str(exc).startswith(("MOVED", "ASK", "TRYAGAIN", "CLUSTERDOWN")):
                     raise
-                await self._refresh()
+                await self._refresh()  # the command did not run: retry where it belongs
+            except NotSentError:
+                with contextlib.suppress(Exception):
+                    await self._refresh()  # a dead node: retry if the map changed
             except OSError:
                 with contextlib.suppress(Exception):
                     await self._refresh()
-                raise
-        raise ConnectionError("the cluster kept redirecting; its slots are moving")
+                raise  # it may have run: let the caller decide
+        raise ConnectionError("the cluster kept redirecting or refusing; its slots are moving")
 
     async def execute(self, *args: Any) -> Any:
         if not self._slots:
@@ -356,13 +379,22 @@ class RedisBackend(Backend):
         wait_replicas: int = 0,
         wait_timeout: float = 1.0,
         close_on_exit: Sequence[Any] = (),
+        make_pubsub_connection: Callable[..., PubSubConnection] | None = None,
     ) -> None:
         self.mode = mode
+        #: Cluster through lockkit's own connections: wake-ups go over sharded pub/sub,
+        #: one channel per contended lock, in the lock's slot
+        self._make_shard_conn = make_pubsub_connection
+        self._shard_conns: dict[tuple[str, int], PubSubConnection] = {}
+        self._shard_lock = anyio.Lock()
+        self._by_channel: dict[bytes, _Waiters] = {}
         self.prefix = prefix
         self.fair = fair
         self.timeout = timeout
         self.wait_replicas = wait_replicas
         self.wait_timeout = wait_timeout
+        #: how long a waiter rides out an unreachable Redis (a failover) before raising
+        self._outage_grace = max(10.0, 3 * timeout)
         self.client_id = secrets.token_hex(8)
         self._shown = shown
         self._make_executor = make_executor
@@ -385,7 +417,10 @@ class RedisBackend(Backend):
         self._channel_format = channel.replace("%", "%%") + "%s"
         # a script's PUBLISH reaches every subscriber except on Cluster, where it stays
         # on the node that ran it: there the script returns whom to wake and we publish
-        publish_in_script = b"0" if mode == "cluster" else b"1"
+        if make_pubsub_connection is not None:
+            publish_in_script = b"2"
+        else:
+            publish_in_script = b"0" if mode == "cluster" else b"1"
         fair_flag = b"1" if fair else b"0"
         self._acquire_tail = Encoded(
             self.client_id,
@@ -529,6 +564,18 @@ class RedisBackend(Backend):
             def make_cluster() -> _Executor:
                 return _ClusterExecutor(seeds, make_conn)
 
+            def make_pubsub_connection(host: str, port: int, **callbacks: Any) -> PubSubConnection:
+                return PubSubConnection(
+                    host,
+                    port,
+                    username=url.username,
+                    password=url.password,
+                    ssl_context=ssl_context,
+                    connect_timeout=connect_timeout,
+                    timeout=timeout,
+                    **callbacks,
+                )
+
             def make_pubsub() -> tuple[Any, bool]:
                 node = random.choice(url.hosts)
                 return aioredis.Redis(
@@ -540,6 +587,7 @@ class RedisBackend(Backend):
             backend = cls(
                 mode="cluster",
                 make_executor=make_cluster,
+                make_pubsub_connection=make_pubsub_connection,
                 make_pubsub_client=make_pubsub,
                 shown=shown,
                 **core,
@@ -616,6 +664,9 @@ class RedisBackend(Backend):
         with anyio.CancelScope(shield=True):
             if self._exec is not None:
                 await self._exec.aclose()
+            for conn in self._shard_conns.values():
+                conn.close()
+            self._shard_conns.clear()
             for resource in self._close_on_exit:
                 with contextlib.suppress(Exception):
                     await resource.aclose()
@@ -725,17 +776,30 @@ class RedisBackend(Backend):
             self._early.discard(owner)
             event.set()
         ask = False
+        outage_since = 0.0
         try:
             while True:
                 if ask:
                     # register before asking, so a wake-up sent while we ask is not lost
                     event = self._owner_events[owner] = local.events[owner] = anyio.Event()
                     started = self.clock.now()
-                    ok, value, rank = await self._try(keys, owner, ttl, queue=True)
+                    try:
+                        ok, value, rank = await self._try(keys, owner, ttl, queue=True)
+                    except BackendUnavailable:
+                        # a waiter rides out a short outage (failover) before giving up
+                        outage_since = outage_since or started
+                        if started - outage_since > self._outage_grace or started >= deadline:
+                            raise
+                        await anyio.sleep(min(0.25, max(0.0, deadline - started)))
+                        continue
+                    outage_since = 0.0
                     if ok:
                         break
                 ask = True
-                if not self._subscribed.is_set():
+                if self._make_shard_conn is not None:
+                    if not local.listening and await self._listen(local):
+                        continue  # a release may have passed before we listened: ask again
+                elif not self._subscribed.is_set():
                     await self._subscribe()
                     continue  # a release may have passed before we listened: ask again
                 now = self.clock.now()
@@ -743,6 +807,8 @@ class RedisBackend(Backend):
                     raise LockTimeout(name, timeout if timeout is not None else math.inf)
                 if rank == 0 and value > 0:  # first in line: look again when the lease ends
                     bound = now + value / 1000 + 0.001
+                elif self._make_shard_conn is not None and not local.listening:
+                    bound = now + 0.5  # not listening yet (node down?): look again soon
                 else:  # only a lost message leaves us here: a slow, jittered re-check
                     bound = now + fallback * random.uniform(1.0, 1.5)
                 await self.clock.wait(event, min(bound, deadline))
@@ -757,6 +823,7 @@ class RedisBackend(Backend):
             self._owner_events.pop(owner, None)
             if not local.events and self._waiters.get(keys.base) is local:
                 del self._waiters[keys.base]
+                self._stop_listening(local)
 
     async def _leave_shielded(self, keys: _Keys, owner: str, *, last: bool) -> None:
         with anyio.CancelScope(shield=True):
@@ -858,14 +925,7 @@ class RedisBackend(Backend):
                     kind = message["type"]
                     if kind == "message":
                         data = message["data"]
-                        owner = data.decode() if isinstance(data, bytes) else str(data)
-                        event = self._owner_events.get(owner)
-                        if event is not None:
-                            event.set()
-                        else:
-                            if len(self._early) >= 1024:
-                                self._early.clear()
-                            self._early.add(owner)
+                        self._route(data.decode() if isinstance(data, bytes) else str(data))
                     elif kind == "subscribe":
                         delay = 0.05
                         self._subscribed.set()
@@ -883,6 +943,93 @@ class RedisBackend(Backend):
                     if owned:
                         with contextlib.suppress(Exception):
                             await client.aclose()
+
+    # -- sharded notifications (Cluster) ---------------------------------------------
+
+    async def _listen(self, local: _Waiters) -> bool:
+        """Subscribe to ``local``'s lock channel on the node serving its slot. True once
+        confirmed; False (logged) if the node cannot be reached: waiters then re-check
+        on a short timer and try again."""
+        executor = self._exec
+        assert isinstance(executor, _ClusterExecutor) and self._make_shard_conn is not None
+        base = local.keys.base
+        local.channel = f"{base}:c:{self.client_id}".encode()
+        try:
+            for attempt in range(2):
+                addr = await executor.address_for(local.keys.all[0])
+                conn = await self._shard_conn(addr)
+                try:
+                    await conn.subscribe(local.channel, sharded=True)
+                except RespError as exc:  # MOVED: the slot map is stale
+                    if attempt or not str(exc).startswith(("MOVED", "ASK")):
+                        raise
+                    await executor.refresh()
+                    continue
+                self.calls["ssubscribe"] = self.calls.get("ssubscribe", 0) + 1
+                if self._waiters.get(base) is local:
+                    local.listening = True
+                    local.node = addr
+                    self._by_channel[local.channel] = local
+                else:  # everyone left meanwhile
+                    conn.unsubscribe(local.channel, sharded=True)
+                return True
+        except (OSError, RespError, TimeoutError) as exc:
+            logger.info("cannot listen for wake-ups on %s yet: %s", base, exc)
+            with contextlib.suppress(Exception):
+                await executor.refresh()
+        return False
+
+    async def _shard_conn(self, addr: tuple[str, int]) -> PubSubConnection:
+        async with self._shard_lock:
+            conn = self._shard_conns.get(addr)
+            if conn is None:
+                assert self._make_shard_conn is not None
+                conn = self._make_shard_conn(
+                    *addr,
+                    on_message=self._on_shard_message,
+                    on_kicked=self._on_kicked,
+                    on_lost=lambda exc, addr=addr: self._on_shard_lost(addr, exc),
+                )
+                await conn.connect()
+                self._shard_conns[addr] = conn
+            return conn
+
+    def _stop_listening(self, local: _Waiters) -> None:
+        if not local.listening:
+            return
+        local.listening = False
+        self._by_channel.pop(local.channel, None)
+        conn = self._shard_conns.get(local.node) if local.node else None
+        if conn is not None:
+            conn.unsubscribe(local.channel, sharded=True)
+
+    def _on_shard_message(self, channel: bytes, data: bytes) -> None:
+        self._route(data.decode())
+
+    def _on_kicked(self, channel: bytes) -> None:
+        local = self._by_channel.pop(channel, None)
+        if local is not None:  # its slot moved: listen again where it went
+            local.listening = False
+            for event in local.events.values():
+                event.set()
+
+    def _on_shard_lost(self, addr: tuple[str, int], exc: Exception) -> None:
+        conn = self._shard_conns.pop(addr, None)
+        if conn is None:
+            return
+        logger.warning("sharded pub/sub connection to %s:%d lost: %s", *addr, exc)
+        for channel, local in list(self._by_channel.items()):
+            if local.node == addr:
+                self._on_kicked(channel)  # its waiters re-check and listen again
+
+    def _route(self, owner: str) -> None:
+        event = self._owner_events.get(owner)
+        if event is not None:
+            event.set()
+        else:
+            if len(self._early) >= 1024:
+                self._early.clear()
+            self._early.add(owner)
 
     def _wake_all(self) -> None:
         for event in self._owner_events.values():

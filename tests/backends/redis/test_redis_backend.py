@@ -146,8 +146,11 @@ async def test_unfair_mode_lets_a_free_lock_go_to_whoever_asks(redis_server) -> 
         assert b.held_count == 1
 
 
-async def test_two_commands_per_handoff(redis_server) -> None:
-    url = redis_server.url
+@pytest.mark.parametrize(
+    "fixture", ["redis_server", pytest.param("redis_cluster", marks=pytest.mark.cluster)]
+)
+async def test_two_commands_per_handoff(fixture, request) -> None:
+    url = request.getfixturevalue(fixture).url
     async with lockkit.connect(url) as a, lockkit.connect(url) as b:
         name = "handoff-count"
         first = a.lock(name, ttl=10)
@@ -335,19 +338,32 @@ async def test_cluster_master_failover_while_held(redis_cluster) -> None:
     """Kill the master serving a held lock's slot: the client follows the promoted
     replica; the holder keeps the lock or is told it lost it; the next token is higher."""
     name = "cluster-failover:" + uuid.uuid4().hex[:6]
-    async with lockkit.connect(redis_cluster.url, timeout=2) as locks:
+    url = redis_cluster.url
+    async with lockkit.connect(url, timeout=2) as locks, lockkit.connect(url, timeout=2) as other:
         owner_key = rb(locks).keys(name).all[0]
         lock = locks.lock(name, ttl=8)
         first = await lock.acquire()
-        await anyio.to_thread.run_sync(redis_cluster.wait_replicated, owner_key)
-        old = redis_cluster.master_for(owner_key)
-        old.kill()
-        await anyio.to_thread.run_sync(redis_cluster.wait_for_failover, old)
-        outcome = await hold_through_failover(lock)
-        if outcome == "kept":
-            await lock.release()
+        got: list[int] = []
+        async with anyio.create_task_group() as tg:
+
+            async def waiter() -> None:  # listens on the node that is about to die
+                async with other.lock(name, ttl=5, timeout=30) as token:
+                    got.append(int(token))
+
+            tg.start_soon(waiter)
+            with anyio.fail_after(5):
+                while (await locks.inspect(name)).waiters < 1:  # noqa: ASYNC110
+                    await anyio.sleep(0.05)
+            await anyio.to_thread.run_sync(redis_cluster.wait_replicated, owner_key)
+            old = redis_cluster.master_for(owner_key)
+            old.kill()
+            await anyio.to_thread.run_sync(redis_cluster.wait_for_failover, old)
+            outcome = await hold_through_failover(lock)
+            if outcome == "kept":
+                await lock.release()
+        assert got and got[0] > int(first)  # the waiter followed the slot to its new master
         async with locks.lock(name, ttl=5, timeout=10) as second:
-            assert int(second) > int(first)
+            assert int(second) > got[0]
     print(f"cluster failover outcome: holder {outcome} the lock; next token higher")
 
 
