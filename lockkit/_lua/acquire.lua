@@ -25,9 +25,11 @@ local time = redis.call('TIME')
 local now_ms = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 local holder = redis.call('GET', KEYS[1])
 local granted = false
+local queued = true -- whether member may be in the queue (to remove it when granted)
 local wake = nil
 if holder == '~' .. owner then
   granted = true
+  queued = false -- a handover removed it from the queue
 elseif not holder then
   if ARGV[5] == '0' then
     granted = true
@@ -37,6 +39,7 @@ elseif not holder then
       local head = redis.call('ZRANGE', KEYS[3], 0, 0)
       if #head == 0 or head[1] == member then
         granted = true
+        queued = #head > 0
         break
       end
       local head_client, head_owner = string.match(head[1], '^([^:]*):(.*)$')
@@ -65,7 +68,9 @@ if granted then
     token = last + 1
   end
   redis.call('SET', KEYS[2], string.format('%.0f', token), 'PX', ARGV[7])
-  redis.call('ZREM', KEYS[3], member)
+  if queued then
+    redis.call('ZREM', KEYS[3], member)
+  end
   return {1, token}
 end
 if ARGV[3] == '1' then

@@ -24,12 +24,15 @@ local holder = redis.call('GET', KEYS[1])
 if holder ~= owner and holder ~= '~' .. owner then
   return 0
 end
-local time = redis.call('TIME')
-local now_ms = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local now_ms = nil
 for _ = 1, 1000 do
   local head = redis.call('ZRANGE', KEYS[3], 0, 0)
   if #head == 0 then
     break
+  end
+  if not now_ms then
+    local time = redis.call('TIME')
+    now_ms = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
   end
   local next_client, next_owner = string.match(head[1], '^([^:]*):(.*)$')
   if tonumber(redis.call('HGET', KEYS[4], next_client) or '0') > now_ms then
