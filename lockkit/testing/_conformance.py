@@ -219,8 +219,8 @@ async def check_renewal_keeps_lock(factory: ClientFactory, prefix: str) -> None:
     """The watchdog keeps a short lease alive well past its ttl."""
     name = _name(prefix, "renew")
     async with _clients(factory, 2) as (a, b):
-        async with a.lock(name, ttl=0.4) as token:
-            await anyio.sleep(1.3)
+        async with a.lock(name, ttl=0.8) as token:
+            await anyio.sleep(2.0)  # 2.5 ttls: about six renewals
             lock_b = b.lock(name, timeout=0)
             try:
                 await lock_b.acquire()
