@@ -19,7 +19,7 @@ from ._errors import (
     LockLostError,
     LockNotOwnedError,
 )
-from ._lease import Lease, LeaseState
+from ._lease import Lease
 from ._names import validate_timeout, validate_ttl
 from ._token import FencingToken
 
@@ -279,17 +279,14 @@ class Lock:
             if lease.lost and (exc is None or swallowed):
                 raise LockLostError(self.name, lease.lost_reason or "lost", acq.token)
             return swallowed
-        if lease.state is LeaseState.LOST:
-            self._client._unwatch(lease)
-            with anyio.CancelScope(shield=True), anyio.move_on_after(RELEASE_TIMEOUT):
-                try:  # the server may still name us; clear it so nobody waits for the ttl
-                    await self._release(acq, lost_ok=True)
-                except LockError:
-                    pass
-            self._forget(acq)
-            raise LockLostError(self.name, lease.lost_reason or "lost", acq.token)
-        await self._release(acq, lost_ok=True)
-        if lease.lost:  # found out at release
+        lost_before = lease.lost
+        try:  # even after a loss: the server may still name us, so nobody waits for the ttl
+            await self._release(acq, lost_ok=True)
+        except LockError:
+            if not lost_before:
+                raise
+            self._forget(acq)  # the loss is what the caller must hear about
+        if lease.lost:  # lost in the body, or found out at release
             raise LockLostError(self.name, lease.lost_reason or "lost", acq.token)
         return swallowed
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import hashlib
 import ssl
 from collections.abc import Callable, Sequence
@@ -21,11 +22,38 @@ from typing import Any, final
 
 import hiredis
 
-__all__ = ("Encoded", "NotSentError", "PubSubConnection", "RespConnection", "RespError", "Script")
+__all__ = (
+    "ConnectOptions",
+    "Encoded",
+    "NotSentError",
+    "PubSubConnection",
+    "RespConnection",
+    "RespError",
+    "Script",
+)
 
 
 class RespError(Exception):
     """An error reply from the server (``-ERR ...``)."""
+
+
+@final
+@dataclasses.dataclass(frozen=True, slots=True)
+class ConnectOptions:
+    """How to reach and log in to a server; shared by both connection kinds."""
+
+    username: str | None = None
+    password: str | None = dataclasses.field(default=None, repr=False)
+    ssl_context: ssl.SSLContext | None = None
+    connect_timeout: float = 5.0
+    #: seconds a command may wait for its reply
+    timeout: float = 5.0
+
+    def auth_command(self) -> list[Arg] | None:
+        """``AUTH [user] password``, or None without a password."""
+        if self.password is None:
+            return None
+        return ["AUTH", *([self.username] if self.username else []), self.password]
 
 
 class NotSentError(ConnectionError):
@@ -163,42 +191,25 @@ class RespConnection:
     a Sentinel-resolved primary is looked up again after a failover.
     """
 
-    def __init__(
-        self,
-        address: Any,
-        *,
-        username: str | None = None,
-        password: str | None = None,
-        db: int = 0,
-        ssl_context: ssl.SSLContext | None = None,
-        connect_timeout: float = 5.0,
-        timeout: float = 5.0,
-    ) -> None:
-        self._timeout = timeout
+    def __init__(self, address: Any, options: ConnectOptions, *, db: int = 0) -> None:
         self._address = address
-        self._username = username
-        self._password = password
+        self._options = options
         self._db = db
-        self._ssl = ssl_context
-        self._connect_timeout = connect_timeout
         self._protocol: _Protocol | None = None
         self._connecting: asyncio.Task[_Protocol] | None = None
         self._closed = False
 
     async def _connect(self) -> _Protocol:
         host, port = await self._address()
+        options = self._options
         loop = asyncio.get_running_loop()
-        async with asyncio.timeout(self._connect_timeout):
+        async with asyncio.timeout(options.connect_timeout):
             _, protocol = await loop.create_connection(
-                lambda: _Protocol(self._lost, self._timeout), host, port, ssl=self._ssl
+                lambda: _Protocol(self._lost, options.timeout), host, port, ssl=options.ssl_context
             )
         assert isinstance(protocol, _Protocol)
-        hello: list[list[bytes | str | int]] = []
-        if self._password is not None:
-            auth: list[bytes | str | int] = ["AUTH"]
-            if self._username:
-                auth.append(self._username)
-            auth.append(self._password)
+        hello: list[list[Arg]] = []
+        if (auth := options.auth_command()) is not None:
             hello.append(auth)
         if self._db:
             hello.append(["SELECT", self._db])
@@ -341,37 +352,24 @@ class PubSubConnection:
         on_message: Callable[[bytes, bytes], None],
         on_kicked: Callable[[bytes], None],
         on_lost: Callable[[Exception], None],
-        username: str | None = None,
-        password: str | None = None,
-        ssl_context: ssl.SSLContext | None = None,
-        connect_timeout: float = 5.0,
-        timeout: float = 5.0,
+        options: ConnectOptions,
     ) -> None:
         self.address = (host, port)
         self.on_message = on_message
         self.on_kicked = on_kicked
         self.on_lost = on_lost
-        self._username = username
-        self._password = password
-        self._ssl = ssl_context
-        self._connect_timeout = connect_timeout
-        self._timeout = timeout
+        self._options = options
         self._protocol: _PubSubProtocol | None = None
 
     async def connect(self) -> None:
         loop = asyncio.get_running_loop()
-        async with asyncio.timeout(self._connect_timeout):
+        async with asyncio.timeout(self._options.connect_timeout):
             _, protocol = await loop.create_connection(
-                lambda: _PubSubProtocol(self), *self.address, ssl=self._ssl
+                lambda: _PubSubProtocol(self), *self.address, ssl=self._options.ssl_context
             )
         assert isinstance(protocol, _PubSubProtocol)
         self._protocol = protocol
-        if self._password is not None:
-            auth: list[Arg] = [
-                "AUTH",
-                *([self._username] if self._username else []),
-                self._password,
-            ]
+        if (auth := self._options.auth_command()) is not None:
             try:
                 await self._call(b"auth", b"", auth)
             except BaseException:
@@ -385,7 +383,7 @@ class PubSubConnection:
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         protocol.pending.append((kind, channel, fut))
         protocol.transport.write(_encode(args))
-        async with asyncio.timeout(self._timeout):
+        async with asyncio.timeout(self._options.timeout):
             return await fut
 
     async def subscribe(self, channel: bytes, *, sharded: bool) -> None:

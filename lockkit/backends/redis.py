@@ -67,11 +67,12 @@ from redis.asyncio.sentinel import Sentinel
 from redis.crc import key_slot
 
 from .._core._clock import Clock
-from .._core._errors import BackendUnavailable, ConfigurationError, LockTimeout
+from .._core._errors import BackendUnavailable, ConfigurationError, LockError, LockTimeout
 from .._core._url import LockURL, as_bool, as_seconds, resolve_options
 from ..abc import Backend, Capability, Grant, HolderInfo, LockInfo, Renewal
 from ._resp import (
     Arg,
+    ConnectOptions,
     Encoded,
     NotSentError,
     PubSubConnection,
@@ -326,27 +327,31 @@ class _ClientExecutor(_Executor):
         return await self.client.execute_command(*args)
 
 
+#: What a driver or a socket raises; translated by :func:`_translate`.
+_DRIVER_ERRORS = (RespError, redis_errors.RedisError, OSError, TimeoutError)
+
+
+def _translate(exc: BaseException, what: str) -> LockError:
+    """The lockkit error for a driver error met while trying to do ``what``."""
+    refused = isinstance(
+        exc,
+        redis_errors.AuthenticationError | redis_errors.AuthenticationWrongNumberOfArgsError,
+    ) or (isinstance(exc, RespError) and str(exc).startswith(("NOAUTH", "WRONGPASS")))
+    if refused:
+        return ConfigurationError(
+            f"Redis refused the credentials while trying to {what}; check the username and password"
+        )
+    if isinstance(exc, RespError):
+        return BackendUnavailable(f"Redis answered an error while trying to {what}: {exc}")
+    return BackendUnavailable(f"Redis is unavailable; could not {what}: {exc}")
+
+
 @contextlib.contextmanager
 def _map_errors(what: str) -> Iterator[None]:
     try:
         yield
-    except (
-        redis_errors.AuthenticationError,
-        redis_errors.AuthenticationWrongNumberOfArgsError,
-    ) as exc:
-        raise ConfigurationError(
-            f"Redis refused the credentials while trying to {what}; check the username and password"
-        ) from exc
-    except RespError as exc:
-        text = str(exc)
-        if text.startswith(("NOAUTH", "WRONGPASS")):
-            raise ConfigurationError(
-                f"Redis refused the credentials while trying to {what}; check the username "
-                "and password"
-            ) from exc
-        raise BackendUnavailable(f"Redis answered an error while trying to {what}: {text}") from exc
-    except (redis_errors.RedisError, OSError, TimeoutError) as exc:
-        raise BackendUnavailable(f"Redis is unavailable; could not {what}: {exc}") from exc
+    except _DRIVER_ERRORS as exc:
+        raise _translate(exc, what) from exc
 
 
 @final
@@ -479,18 +484,12 @@ class RedisBackend(Backend):
         }
         shown = str(url)
 
+        connect = ConnectOptions(url.username, url.password, ssl_context, connect_timeout, timeout)
+
         def connection(
             address: Callable[[], Awaitable[tuple[str, int]]], db: int = 0
         ) -> RespConnection:
-            return RespConnection(
-                address,
-                username=url.username,
-                password=url.password,
-                db=db,
-                ssl_context=ssl_context,
-                connect_timeout=connect_timeout,
-                timeout=timeout,
-            )
+            return RespConnection(address, connect, db=db)
 
         if url.scheme in ("redis", "rediss"):
             if len(url.hosts) != 1:
@@ -565,16 +564,7 @@ class RedisBackend(Backend):
                 return _ClusterExecutor(seeds, make_conn)
 
             def make_pubsub_connection(host: str, port: int, **callbacks: Any) -> PubSubConnection:
-                return PubSubConnection(
-                    host,
-                    port,
-                    username=url.username,
-                    password=url.password,
-                    ssl_context=ssl_context,
-                    connect_timeout=connect_timeout,
-                    timeout=timeout,
-                    **callbacks,
-                )
+                return PubSubConnection(host, port, options=connect, **callbacks)
 
             def make_pubsub() -> tuple[Any, bool]:
                 node = random.choice(url.hosts)
@@ -694,10 +684,8 @@ class RedisBackend(Backend):
         self.calls[script.name] = self.calls.get(script.name, 0) + 1
         try:  # each connection enforces the command timeout itself
             return await executor.evalsha(script, keys, args)
-        except (RespError, redis_errors.RedisError, OSError, TimeoutError) as exc:
-            with _map_errors(f"run the {script.name} script"):
-                raise exc from None
-            raise  # pragma: no cover - _map_errors always raises
+        except _DRIVER_ERRORS as exc:
+            raise _translate(exc, f"run the {script.name} script") from exc
 
     async def _try(self, keys: _Keys, owner: str, ttl: float, queue: bool) -> tuple[bool, int, int]:
         ttl_ms = max(1, math.ceil(ttl * 1000))
