@@ -7,11 +7,13 @@
             await guard.write("orders:42", state, token=token)
 """
 
-from __future__ import annotations
+from __future__ import annotations as _annotations
 
-import logging
-from importlib.metadata import PackageNotFoundError, version
+import logging as _logging
+from importlib.metadata import PackageNotFoundError as _PackageNotFoundError
+from importlib.metadata import version as _version
 
+from ._core._client import ClientStatistics as ClientStatistics
 from ._core._client import LockClient as LockClient
 from ._core._client import connect as connect
 from ._core._clock import Clock as Clock
@@ -23,6 +25,7 @@ from ._core._errors import LockError as LockError
 from ._core._errors import LockLostError as LockLostError
 from ._core._errors import LockNotOwnedError as LockNotOwnedError
 from ._core._errors import LockTimeout as LockTimeout
+from ._core._errors import LockUsageError as LockUsageError
 from ._core._errors import StaleTokenError as StaleTokenError
 from ._core._lease import Lease as Lease
 from ._core._lease import LeaseState as LeaseState
@@ -33,12 +36,13 @@ from ._core._url import LockURL as LockURL
 from ._core._url import parse_url as parse_url
 
 try:
-    __version__ = version("lockkit")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = _version("lockkit")
+except _PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0"
 
 __all__ = (
     "BackendUnavailable",
+    "ClientStatistics",
     "Clock",
     "ConfigurationError",
     "FencingToken",
@@ -53,6 +57,7 @@ __all__ = (
     "LockStatistics",
     "LockTimeout",
     "LockURL",
+    "LockUsageError",
     "MonotonicClock",
     "StaleTokenError",
     "__version__",
@@ -60,7 +65,7 @@ __all__ = (
     "parse_url",
 )
 
-logging.getLogger("lockkit").addHandler(logging.NullHandler())
+_logging.getLogger("lockkit").addHandler(_logging.NullHandler())
 
 for _name in __all__:
     _obj = globals()[_name]

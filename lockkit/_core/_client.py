@@ -2,29 +2,21 @@
 
 from __future__ import annotations
 
-import contextlib
-import logging
+import dataclasses
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, final
+from typing import Any, final
 
-import anyio
-
+from ._backend import Backend, BackendStatistics, LockInfo
 from ._clock import Clock, MonotonicClock
-from ._errors import ConfigurationError, LockError
-from ._lease import Lease, Watchdog
-from ._lock import Lock, OnLost
+from ._errors import ConfigurationError
+from ._hold import OnLost
+from ._lock import Lock
 from ._names import validate_name, validate_timeout, validate_ttl
 from ._registry import backend_class
+from ._session import Session
 from ._url import parse_url
 
-if TYPE_CHECKING:
-    from anyio.abc import TaskGroup
-
-    from ..abc import Backend, LockInfo
-
-__all__ = ("LockClient", "connect")
-
-logger = logging.getLogger("lockkit")
+__all__ = ("ClientStatistics", "LockClient", "connect")
 
 
 def connect(
@@ -37,8 +29,10 @@ def connect(
 ) -> LockClient:
     """Make a :class:`LockClient` for the backend that ``url`` names.
 
-    Use it as ``async with lockkit.connect(url) as locks: ...``; the connection opens
-    on entry and everything (renewals, held locks, connections) is closed on exit.
+    Use it as ``async with lockkit.connect(url) as locks: ...``. Entering connects
+    and verifies the server with one round trip (credentials included), so a wrong
+    password or a server that is down fails there, not at the first lock. Leaving
+    releases what is still held and closes everything lockkit opened.
 
     Args:
         url: ``memory://``, ``redis://...`` and the other schemes in the README.
@@ -51,13 +45,29 @@ def connect(
             names raise :class:`ConfigurationError`.
 
     Raises:
-        ConfigurationError: unknown scheme, bad option, missing driver package.
+        ConfigurationError: unknown scheme, bad option, missing driver package (here);
+            credentials refused (on entering).
+        BackendUnavailable: the server cannot be reached (on entering).
 
     .. versionadded:: 0.1
     """
     parsed = parse_url(url)
     backend = backend_class(parsed.scheme).from_url(parsed, **options)
     return LockClient(backend, clock=clock, default_ttl=default_ttl, drift_factor=drift_factor)
+
+
+@final
+@dataclasses.dataclass(frozen=True, slots=True)
+class ClientStatistics:
+    """A snapshot of one :class:`LockClient`; does no I/O.
+
+    .. versionadded:: 0.1
+    """
+
+    #: Leases the client holds and renews.
+    held: int
+    #: The backend's counters.
+    backend: BackendStatistics
 
 
 @final
@@ -68,6 +78,8 @@ class LockClient:
     .. versionadded:: 0.1
     """
 
+    __slots__ = ("_session", "default_ttl")
+
     def __init__(
         self,
         backend: Backend,
@@ -76,33 +88,35 @@ class LockClient:
         default_ttl: float = 30.0,
         drift_factor: float = 0.01,
     ) -> None:
-        self.backend = backend
-        self.clock: Clock = clock if clock is not None else MonotonicClock()
-        self.default_ttl = validate_ttl(default_ttl, "default_ttl")
         if not 0 <= drift_factor < 0.5:
             raise ConfigurationError(f"drift_factor must be in [0, 0.5), got {drift_factor!r}")
-        self.drift_factor = drift_factor
-        self._held: set[Lock] = set()
-        self._watchdog: Watchdog | None = None
-        self._stack: contextlib.AsyncExitStack | None = None
-        self._open = False
-        self._closed = False
+        self.default_ttl = validate_ttl(default_ttl, "default_ttl")
+        self._session = Session(
+            backend, clock if clock is not None else MonotonicClock(), drift_factor
+        )
+
+    @property
+    def backend(self) -> Backend:
+        return self._session.backend
+
+    @property
+    def clock(self) -> Clock:
+        return self._session.clock
+
+    @property
+    def drift_factor(self) -> float:
+        return self._session.drift_factor
+
+    @property
+    def session(self) -> Session:
+        """The state every primitive of this client shares (for primitives and test
+        tools such as :func:`lockkit.testing.pause_renewals`)."""
+        return self._session
 
     # -- lifecycle -------------------------------------------------------------------
 
     async def __aenter__(self) -> LockClient:
-        if self._open or self._closed:
-            raise RuntimeError("a LockClient can be opened only once")
-        async with contextlib.AsyncExitStack() as stack:
-            await self.backend.aopen(self.clock)
-            stack.push_async_callback(self._close_backend)
-            tg: TaskGroup = await stack.enter_async_context(anyio.create_task_group())
-            stack.callback(tg.cancel_scope.cancel)
-            stack.push_async_callback(self._release_all)
-            self._watchdog = Watchdog(self.backend, self.clock, tg)
-            tg.start_soon(self._watchdog.run, name="lockkit-watchdog")
-            self._stack = stack.pop_all()
-        self._open = True
+        await self._session.open()
         return self
 
     async def __aexit__(
@@ -115,46 +129,22 @@ class LockClient:
 
     async def aclose(self) -> None:
         """Release every lock still held through this client, stop renewing and close
-        the backend (only what lockkit opened). Idempotent; the releases and the
-        close run shielded from cancellation. Call it from the task that opened it."""
-        if self._stack is None:
-            self._closed = True
-            return
-        stack, self._stack = self._stack, None
-        try:
-            await stack.aclose()
-        finally:
-            self._open = False
-            self._closed = True
+        the backend (only what lockkit opened). Idempotent; runs shielded from
+        cancellation and bounded in time. Call it from the task that opened it."""
+        await self._session.aclose()
 
-    async def _close_backend(self) -> None:
-        # no shield here: a backend may own a task group entered in aopen(); backends
-        # shield their own network cleanup
-        await self.backend.aclose()
+    async def ping(self) -> float:
+        """One round trip to the server; returns its latency in seconds. For readiness
+        probes.
 
-    async def _release_all(self) -> None:
-        for lock in list(self._held):
-            for acq in list(lock._by_task.values()):
-                try:
-                    await lock._release(acq, lost_ok=True)
-                except LockError as exc:
-                    logger.warning("could not release lock %r on close: %s", lock.name, exc)
-
-    def _require_open(self) -> Backend:
-        if not self._open:
-            state = "closed" if self._closed else "not open yet"
-            raise RuntimeError(
-                f"the LockClient is {state}: use it inside 'async with lockkit.connect(...)'"
-            )
-        return self.backend
-
-    def _watch(self, lease: Lease) -> None:
-        assert self._watchdog is not None
-        self._watchdog.add(lease)
-
-    def _unwatch(self, lease: Lease) -> None:
-        if self._watchdog is not None:
-            self._watchdog.discard(lease)
+        Raises:
+            BackendUnavailable: the server did not answer.
+            LockUsageError: the client is not open.
+        """
+        backend = self._session.require_open()
+        started = self._session.clock.now()
+        await backend.ping()
+        return self._session.clock.now() - started
 
     # -- primitives ------------------------------------------------------------------
 
@@ -186,7 +176,7 @@ class LockClient:
             InvalidLockName: bad name. ConfigurationError: bad ttl or timeout.
         """
         return Lock(
-            self,
+            self._session,
             validate_name(name),
             ttl=self.default_ttl if ttl is None else validate_ttl(ttl),
             timeout=validate_timeout(timeout),
@@ -196,13 +186,17 @@ class LockClient:
 
     async def inspect(self, name: str) -> LockInfo:
         """The server's view of lock ``name``: its holder and waiters."""
-        return await self._require_open().inspect(validate_name(name))
+        return await self._session.require_open().inspect(validate_name(name))
 
     @property
     def held_count(self) -> int:
         """Leases this client currently renews."""
-        return len(self._watchdog) if self._watchdog is not None else 0
+        watchdog = self._session.watchdog
+        return len(watchdog) if watchdog is not None else 0
+
+    def statistics(self) -> ClientStatistics:
+        """Local counters: held leases and the backend's statistics. No I/O."""
+        return ClientStatistics(self.held_count, self._session.backend.statistics())
 
     def __repr__(self) -> str:
-        state = "open" if self._open else ("closed" if self._closed else "new")
-        return f"<LockClient {self.backend!r} {state}>"
+        return f"<LockClient {self.backend!r} {self._session.state}>"

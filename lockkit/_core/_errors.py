@@ -9,15 +9,20 @@
     ├── LockNotOwnedError     release or extend by a caller that does not hold the lock
     ├── LockLostError         lease expired or taken over while held
     ├── StaleTokenError       a guard refused a write
-    └── BackendUnavailable    connection or session failure (also a ConnectionError)
+    ├── BackendUnavailable    connection or session failure (also a ConnectionError)
+    └── LockUsageError        misuse: a client not open, re-entering a held lock (also a RuntimeError)
 
 Every error builds its message from its fields, so the fields are the contract and the
 message is for people. ``retriable`` tells callers whether trying the same call again
 can succeed without changing anything.
+
+Backends translate driver exceptions with :func:`map_errors` and a table of their own.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, ClassVar
 
 if TYPE_CHECKING:
@@ -31,7 +36,9 @@ __all__ = (
     "LockLostError",
     "LockNotOwnedError",
     "LockTimeout",
+    "LockUsageError",
     "StaleTokenError",
+    "map_errors",
 )
 
 
@@ -148,3 +155,37 @@ class BackendUnavailable(LockError, ConnectionError):
     """
 
     retriable = True
+
+
+class LockUsageError(LockError, RuntimeError):
+    """Raised when lockkit is used in a way that cannot work: a client used before it
+    was opened or after it was closed, a client opened twice, or a task acquiring a
+    lock it already holds or waits for (through any lock object of the same client),
+    which would wait on itself. Fix the calling code; retrying cannot help.
+
+    .. versionadded:: 0.1
+    """
+
+
+#: One row of an error table: the driver exception types, and a function that builds
+#: the lockkit error from the exception and what was being attempted.
+ErrorRule = tuple[
+    type[BaseException] | tuple[type[BaseException], ...],
+    Callable[[BaseException, str], LockError],
+]
+
+
+@contextlib.contextmanager
+def map_errors(table: Sequence[ErrorRule], what: str) -> Iterator[None]:
+    """Translate driver exceptions raised inside the block with ``table`` (first
+    matching row wins), chaining the original as ``__cause__``. ``what`` completes
+    the phrase "while trying to ..."; lockkit's own errors pass through."""
+    try:
+        yield
+    except LockError:
+        raise
+    except Exception as exc:
+        for types, make in table:
+            if isinstance(exc, types):
+                raise make(exc, what) from exc
+        raise

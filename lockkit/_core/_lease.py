@@ -23,14 +23,14 @@ from typing import TYPE_CHECKING, final
 
 import anyio
 
-from ..abc import Renewal
+from ._backend import Renewal
 from ._clock import Clock
 from ._token import FencingToken
 
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup
 
-    from ..abc import Backend
+    from ._backend import Backend
 
 __all__ = ("Lease", "LeaseState", "Watchdog")
 

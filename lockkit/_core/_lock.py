@@ -2,46 +2,31 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import dataclasses
-import secrets
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, final
+from typing import Any, final
 
-import anyio
-
-from ..abc import LockInfo
-from ._errors import (
-    BackendUnavailable,
-    ConfigurationError,
-    LockError,
-    LockLostError,
-    LockNotOwnedError,
-)
+from ._backend import LockInfo
+from ._errors import ConfigurationError, LockNotOwnedError
+from ._hold import Holds, OnLost
 from ._lease import Lease
 from ._names import validate_timeout, validate_ttl
+from ._session import Session
 from ._token import FencingToken
-
-if TYPE_CHECKING:
-    from ._client import LockClient
 
 __all__ = ("Lock", "LockStatistics", "OnLost")
 
-#: What ``async with`` does when the lease is lost while the body runs:
-#: ``"cancel"`` cancels the body, ``"raise"`` lets it run to the end. Both then raise
-#: :class:`LockLostError` from ``async with``.
-OnLost = Literal["cancel", "raise"]
 
-#: How long a shielded release may take before it is abandoned to expiry.
-RELEASE_TIMEOUT = 10.0
+class _Default:
+    """The lock's own setting (shown as such in signatures and help())."""
 
-_UNSET: Any = object()
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<the lock's timeout>"
 
 
-def new_owner_id() -> str:
-    """A fresh, unguessable id for one acquisition (128 random bits, hex)."""
-    return secrets.token_hex(16)
+_DEFAULT: Any = _Default()
 
 
 @final
@@ -57,14 +42,6 @@ class LockStatistics:
     held: int
     #: Tasks of this object waiting in ``acquire()``.
     waiting: int
-
-
-@dataclasses.dataclass(slots=True, eq=False)
-class _Acquisition:
-    token: FencingToken
-    lease: Lease
-    task: int
-    scope: anyio.CancelScope | None = None
 
 
 @final
@@ -84,21 +61,11 @@ class Lock:
     .. versionadded:: 0.1
     """
 
-    __slots__ = (
-        "_by_task",
-        "_client",
-        "_entered",
-        "_waiting",
-        "name",
-        "on_lost",
-        "renew",
-        "timeout",
-        "ttl",
-    )
+    __slots__ = ("_holds", "_session", "name", "on_lost", "renew", "timeout", "ttl")
 
     def __init__(
         self,
-        client: LockClient,
+        session: Session,
         name: str,
         *,
         ttl: float,
@@ -108,21 +75,18 @@ class Lock:
     ) -> None:
         if on_lost not in ("cancel", "raise"):
             raise ConfigurationError(f"on_lost must be 'cancel' or 'raise', got {on_lost!r}")
-        self._client = client
+        self._session = session
+        self._holds = Holds(session, name)
         self.name = name
         self.ttl = ttl
         self.timeout = timeout
         self.renew = renew
         self.on_lost: OnLost = on_lost
-        self._by_task: dict[int, _Acquisition] = {}
-        #: acquisitions entered with ``async with``, by task (they own a cancel scope)
-        self._entered: dict[int, _Acquisition] = {}
-        self._waiting = 0
 
     # -- acquiring and releasing -------------------------------------------------------
 
     async def acquire(
-        self, *, timeout: float | None = _UNSET, ttl: float | None = None
+        self, *, timeout: float | None = _DEFAULT, ttl: float | None = None
     ) -> FencingToken:
         """Acquire the lock for the calling task and return its fencing token.
 
@@ -133,49 +97,31 @@ class Lock:
 
         Raises:
             LockTimeout: not acquired in time; nothing is left behind.
-            BackendUnavailable: the backend could not be reached.
-            RuntimeError: the calling task already holds this lock object.
+            BackendUnavailable: the backend could not be reached (a waiter rides out
+                a short outage first).
+            LockUsageError: the calling task already holds or waits for this name
+                through this client, or the client is not open.
         """
-        wait = self.timeout if timeout is _UNSET else validate_timeout(timeout)
-        lease_ttl = self.ttl if ttl is None else validate_ttl(ttl)
-        task = _task_id()
-        if task in self._by_task:
-            raise RuntimeError(
-                f"this task already holds lock {self.name!r}; lockkit locks are not "
-                "reentrant (use another Lock object or release first)"
-            )
-        client = self._client
-        backend = client._require_open()
-        owner = new_owner_id()
-        self._waiting += 1
-        try:
-            grant = await backend.acquire(self.name, owner, ttl=lease_ttl, timeout=wait)
-        finally:
-            self._waiting -= 1
-        token = FencingToken(grant.token, name=self.name, backend=backend.kind, owner=owner)
-        lease = Lease(
-            token, lease_ttl, client.clock, grant.started, client.drift_factor, renew=self.renew
+        return await self._holds.take(
+            ttl=self.ttl if ttl is None else validate_ttl(ttl),
+            timeout=self.timeout if timeout is _DEFAULT else validate_timeout(timeout),
+            renew=self.renew,
         )
-        self._by_task[task] = _Acquisition(token, lease, task)
-        client._held.add(self)
-        client._watch(lease)
-        return token
 
     async def release(self, token: FencingToken | None = None) -> None:
         """Release the acquisition of the calling task, the one ``token`` names, or
         the only acquisition of this object.
 
-        The release runs shielded from cancellation, so a cancelled caller still
-        releases. Ownership is dropped locally only once the server confirmed.
+        The task stops holding the lock locally at once, whatever the outcome; the
+        request runs shielded from cancellation.
 
         Raises:
             LockNotOwnedError: this caller holds no acquisition, or the server no
                 longer names it as the owner (its lease was lost).
-            BackendUnavailable: the server could not be told; the hold is no longer
-                renewed and ends at its ttl. Calling ``release()`` again retries.
+            BackendUnavailable: the server could not be told; the release is retried
+                in the background, and the lease ends at its ttl in any case.
         """
-        acq = self._find(token)
-        await self._release(acq)
+        await self._holds.release(self._holds.find(token))
 
     async def extend(self, ttl: float | None = None, *, token: FencingToken | None = None) -> None:
         """Reset the lease to ``ttl`` seconds from now (default: the lock's ttl).
@@ -184,82 +130,22 @@ class Lock:
             LockNotOwnedError: not held by the caller, or lost (then the lease is
                 marked lost too).
         """
-        acq = self._find(token)
+        acq = self._holds.find(token)
         new_ttl = acq.lease.ttl if ttl is None else validate_ttl(ttl)
-        client = self._client
-        started = client.clock.now()
-        ok = await client._require_open().extend(self.name, acq.token.owner, ttl=new_ttl)
+        session = self._session
+        started = session.clock.now()
+        ok = await session.require_open().extend(self.name, acq.token.owner, ttl=new_ttl)
         if not ok:
             acq.lease.mark_lost("the server no longer names this holder as the owner")
-            self._forget(acq)
+            self._holds.forget(acq)
             raise LockNotOwnedError(self.name, "the lease was lost before extend()")
         acq.lease.confirm(started, new_ttl)
-
-    async def _release(self, acq: _Acquisition, *, lost_ok: bool = False) -> None:
-        client = self._client
-        client._unwatch(acq.lease)
-        backend = client._require_open()
-        owner = acq.token.owner
-        try:
-            ok = await backend.release(self.name, owner)
-        except anyio.get_cancelled_exc_class():
-            # the caller was cancelled: release anyway, shielded and bounded. Releasing
-            # twice is harmless (owner ids are unique), so the request that may already
-            # have been sent does not matter.
-            with anyio.CancelScope(shield=True), anyio.move_on_after(RELEASE_TIMEOUT):
-                with contextlib.suppress(LockError):
-                    if await backend.release(self.name, owner):
-                        self._forget(acq)
-                        acq.lease.mark_released()
-            raise
-        except BackendUnavailable:
-            acq.lease.mark_at_risk()
-            raise
-        self._forget(acq)
-        if not ok:
-            acq.lease.mark_lost("the server no longer names this holder as the owner")
-            if not lost_ok:
-                raise LockNotOwnedError(
-                    self.name, "its lease expired or was taken over before release()"
-                )
-        acq.lease.mark_released()
-
-    def _forget(self, acq: _Acquisition) -> None:
-        if self._by_task.get(acq.task) is acq:
-            del self._by_task[acq.task]
-        self._client._unwatch(acq.lease)
-        if not self._by_task:
-            self._client._held.discard(self)
-
-    def _find(self, token: FencingToken | None) -> _Acquisition:
-        if token is not None:
-            for acq in self._by_task.values():
-                if acq.token.same_acquisition(token):
-                    return acq
-            raise LockNotOwnedError(self.name, f"no acquisition of this object has token {token}")
-        mine = self._by_task.get(_task_id())
-        if mine is not None:
-            return mine
-        if len(self._by_task) == 1:  # unambiguous: the one acquisition of this object
-            return next(iter(self._by_task.values()))
-        if self._by_task:
-            raise LockNotOwnedError(
-                self.name, "several tasks hold it through this object; pass token="
-            )
-        raise LockNotOwnedError(self.name)
 
     # -- async with ------------------------------------------------------------------
 
     async def __aenter__(self) -> FencingToken:
         token = await self.acquire()
-        task = _task_id()
-        acq = self._by_task[task]
-        scope = anyio.CancelScope()
-        scope.__enter__()
-        acq.scope = scope
-        self._entered[task] = acq
-        if self.on_lost == "cancel":
-            acq.lease.on_lost(lambda _lease: scope.cancel())
+        self._holds.enter(self.on_lost)
         return token
 
     async def __aexit__(
@@ -268,45 +154,25 @@ class Lock:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool:
-        task = _task_id()
-        acq = self._entered.pop(task, None)
-        if acq is None or acq.scope is None:  # pragma: no cover - unbalanced use
-            return False
-        swallowed = bool(acq.scope.__exit__(exc_type, exc, tb))
-        acq.scope = None
-        lease = acq.lease
-        if self._by_task.get(task) is not acq:  # released (or found lost) inside the body
-            if lease.lost and (exc is None or swallowed):
-                raise LockLostError(self.name, lease.lost_reason or "lost", acq.token)
-            return swallowed
-        lost_before = lease.lost
-        try:  # even after a loss: the server may still name us, so nobody waits for the ttl
-            await self._release(acq, lost_ok=True)
-        except LockError:
-            if not lost_before:
-                raise
-            self._forget(acq)  # the loss is what the caller must hear about
-        if lease.lost:  # lost in the body, or found out at release
-            raise LockLostError(self.name, lease.lost_reason or "lost", acq.token)
-        return swallowed
+        return await self._holds.exit(exc_type, exc, tb)
 
     # -- inspection ------------------------------------------------------------------
 
     @property
     def token(self) -> FencingToken | None:
         """The calling task's token, or ``None`` if it does not hold this lock."""
-        acq = self._by_task.get(_task_id())
+        acq = self._holds.mine()
         return acq.token if acq else None
 
     @property
     def lease(self) -> Lease | None:
         """The calling task's lease (state, ``remaining()``), or ``None``."""
-        acq = self._by_task.get(_task_id())
+        acq = self._holds.mine()
         return acq.lease if acq else None
 
     def owned(self) -> bool:
         """True if the calling task holds this lock and its lease is still safe."""
-        acq = self._by_task.get(_task_id())
+        acq = self._holds.mine()
         return acq is not None and acq.lease.held
 
     async def locked(self) -> bool:
@@ -316,23 +182,11 @@ class Lock:
 
     async def inspect(self) -> LockInfo:
         """The server's view of this lock: holder and queued waiters. Does I/O."""
-        return await self._client._require_open().inspect(self.name)
+        return await self._session.require_open().inspect(self.name)
 
     def statistics(self) -> LockStatistics:
         """Local counts for this object; does no I/O."""
-        return LockStatistics(self.name, len(self._by_task), self._waiting)
+        return LockStatistics(self.name, len(self._holds), self._holds.waiting)
 
     def __repr__(self) -> str:
-        return f"<Lock {self.name!r} ttl={self.ttl:g} held_here={len(self._by_task)}>"
-
-
-def _task_id() -> int:
-    task = _current_task()  # the cheap way on asyncio, where lockkit mostly runs
-    return id(task) if task is not None else anyio.get_current_task().id
-
-
-def _current_task() -> object | None:
-    try:
-        return asyncio.current_task()
-    except RuntimeError:  # not on an asyncio loop (trio through anyio)
-        return None
+        return f"<Lock {self.name!r} ttl={self.ttl:g} held_here={len(self._holds)}>"

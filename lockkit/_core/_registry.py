@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from ._errors import ConfigurationError
 
 if TYPE_CHECKING:
-    from ..abc import Backend
+    from ._backend import Backend
 
 __all__ = ("BUILTIN_SCHEMES", "backend_class")
 

@@ -27,9 +27,10 @@ from typing import Any, ClassVar, final
 import anyio
 import anyio.lowlevel
 
+from .._core._backend import Backend, Capability, Claim, Grant, HolderInfo, LockInfo
 from .._core._errors import ConfigurationError, LockTimeout
-from .._core._url import LockURL, resolve_options
-from ..abc import Backend, Capability, Grant, HolderInfo, LockInfo
+from .._core._options import parse_options
+from .._core._url import LockURL
 
 __all__ = ("MemoryBackend",)
 
@@ -61,6 +62,12 @@ class _Store:
         self.entries: dict[str, _Entry] = {}
 
 
+@final
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class MemoryOptions:
+    """The memory backend takes no options."""
+
+
 _named_stores: weakref.WeakValueDictionary[str, _Store] = weakref.WeakValueDictionary()
 
 
@@ -89,7 +96,7 @@ class MemoryBackend(Backend):
 
     @classmethod
     def from_url(cls, url: LockURL, **options: Any) -> MemoryBackend:
-        resolve_options(cls.kind, {}, url.query, options)
+        parse_options(MemoryOptions, cls.kind, url.query, options)
         if len(url.hosts) > 1 or url.path not in ("", "/"):
             raise ConfigurationError(
                 "a memory:// URL is 'memory://' or 'memory://STORE_NAME', nothing more"
@@ -98,7 +105,10 @@ class MemoryBackend(Backend):
 
     # -- primitives ------------------------------------------------------------------
 
-    async def acquire(self, name: str, owner: str, *, ttl: float, timeout: float | None) -> Grant:
+    async def acquire(self, claim: Claim, *, timeout: float | None) -> Grant:
+        if not claim.exclusive:
+            raise ConfigurationError("the memory backend offers exclusive locks only")
+        name, owner, ttl = claim.name, claim.owner, claim.ttl
         await anyio.lowlevel.checkpoint()  # every acquire lets other tasks run
         now = self.clock.now()
         entry = self._entry(name)

@@ -31,7 +31,7 @@ from .._core._errors import (
 )
 from .._core._names import MAX_NAME_BYTES
 from .._core._token import FencingToken
-from ..abc import Capability
+from .._core._backend import Capability
 from ..guards.memory import MemoryGuard
 
 __all__ = ("CHECKS", "ClientFactory", "check_backend", "pause_renewals")
@@ -44,14 +44,8 @@ Check = Callable[[ClientFactory, str], Awaitable[None]]
 def pause_renewals(client: LockClient) -> Iterator[None]:
     """Stop the client's watchdog from sending renewals (deadlines are still enforced),
     as if the holder's process were paused. Leases it holds run out at their ttl."""
-    watchdog = client._watchdog
-    if watchdog is None:
-        raise RuntimeError("open the client before pausing its renewals")
-    watchdog.paused = True
-    try:
+    with client.session.pause_renewals():
         yield
-    finally:
-        watchdog.paused = False
 
 
 @contextlib.asynccontextmanager

@@ -9,7 +9,7 @@ import pytest
 
 import lockkit
 from lockkit import BackendUnavailable, LeaseState, LockClient, LockLostError
-from lockkit.abc import Backend, Grant, LockInfo, Renewal
+from lockkit.abc import Backend, BackendContext, Claim, Grant, LockInfo, Renewal
 from lockkit.backends.memory import MemoryBackend
 from lockkit.testing import VirtualClock, pause_renewals
 
@@ -29,12 +29,12 @@ class FlakyBackend(Backend):
     def from_url(cls, url, **options):  # pragma: no cover - built directly
         return cls()
 
-    async def aopen(self, clock):
-        await super().aopen(clock)
-        await self.inner.aopen(clock)
+    async def aopen(self, ctx: BackendContext) -> None:
+        await super().aopen(ctx)
+        await self.inner.aopen(ctx)
 
-    async def acquire(self, name, owner, *, ttl, timeout) -> Grant:
-        return await self.inner.acquire(name, owner, ttl=ttl, timeout=timeout)
+    async def acquire(self, claim: Claim, *, timeout: float | None) -> Grant:
+        return await self.inner.acquire(claim, timeout=timeout)
 
     async def release(self, name, owner) -> bool:
         return await self.inner.release(name, owner)

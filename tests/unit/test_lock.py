@@ -94,8 +94,13 @@ async def test_named_stores_are_shared_private_ones_are_not() -> None:
 async def test_lock_timeout_is_timeouterror() -> None:
     async with lockkit.connect() as locks:
         async with locks.lock("x"):
-            with pytest.raises(TimeoutError):
-                await locks.lock("x", timeout=0.01).acquire()
+
+            async def other_task() -> None:
+                with pytest.raises(TimeoutError):
+                    await locks.lock("x", timeout=0.01).acquire()
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(other_task)
 
 
 async def test_bad_on_lost() -> None:

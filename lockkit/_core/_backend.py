@@ -1,0 +1,289 @@
+"""The backend contract: what a lock store implements, and the records it trades in.
+
+A backend implements a few primitives (acquire with waiting, release, extend, inspect,
+ping); :class:`lockkit.LockClient` builds leases, the watchdog, loss policy and the
+``async with`` protocol on top, the way an httpx client sits on a transport. The
+shared waiting machinery (:mod:`._waiting`) and error translation
+(:func:`._errors.map_errors`) keep each backend module down to its own algorithm.
+
+Public through :mod:`lockkit.abc`.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import enum
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, final
+
+from ._clock import Clock
+from ._errors import LockUsageError
+
+if TYPE_CHECKING:
+    from ._url import LockURL
+    from ._waiting import Cleanup
+
+__all__ = (
+    "Backend",
+    "BackendContext",
+    "BackendStatistics",
+    "Capability",
+    "Claim",
+    "Grant",
+    "HolderInfo",
+    "LockInfo",
+    "Renewal",
+)
+
+
+class Capability(enum.Enum):
+    """What a backend offers beyond the basic lock. The conformance suite skips checks
+    for capabilities a backend does not declare.
+
+    .. versionadded:: 0.1
+    """
+
+    #: Waiters are served in arrival order and a releasing holder cannot barge.
+    FAIR = "fair"
+    #: Several clients (processes, hosts) share the same locks.
+    DISTRIBUTED = "distributed"
+    #: ``extend_many`` renews many locks in fewer round trips than one per lock.
+    BATCH_RENEW = "batch_renew"
+    #: Waiters are woken by the backend, never by polling.
+    NOTIFY = "notify"
+    #: ``Claim(shared=True)`` is honoured: shared holders exclude only exclusive ones
+    #: (the read side of a read-write lock).
+    SHARED = "shared"
+    #: ``Claim(limit=n)`` is honoured: up to ``n`` holders at once (a semaphore).
+    SEMAPHORE = "semaphore"
+    #: :meth:`Backend.observe` follows the holder of a name (leader election).
+    OBSERVE = "observe"
+
+
+@final
+@dataclasses.dataclass(frozen=True, slots=True)
+class Claim:
+    """One acquisition a backend is asked to make.
+
+    Attributes:
+        name: the lock name (already validated).
+        owner: the acquisition's unique id, known before the request is sent so that a
+            cleanup can find what a lost reply left on the server.
+        ttl: lease length in seconds.
+        shared: a shared hold (needs :attr:`Capability.SHARED`).
+        limit: how many holders the name admits at once (needs
+            :attr:`Capability.SEMAPHORE` when above 1).
+
+    .. versionadded:: 0.1
+    """
+
+    name: str
+    owner: str
+    ttl: float
+    shared: bool = False
+    limit: int = 1
+
+    @property
+    def exclusive(self) -> bool:
+        """True for a plain lock: one holder, nothing shared."""
+        return not self.shared and self.limit == 1
+
+
+@final
+@dataclasses.dataclass(frozen=True, slots=True)
+class Grant:
+    """What a backend returns for a successful acquisition.
+
+    Attributes:
+        token: the fencing token value.
+        started: the clock reading taken *before* the request that made this
+            acquisition take effect on the server was sent. The lease's safe deadline
+            is ``started + ttl - drift``, so a late reply can only shorten it.
+    """
+
+    token: int
+    started: float
+
+
+@final
+@dataclasses.dataclass(frozen=True, slots=True)
+class Renewal:
+    """One lease to renew in :meth:`Backend.extend_many`."""
+
+    name: str
+    owner: str
+    ttl: float
+
+
+@final
+@dataclasses.dataclass(frozen=True, slots=True)
+class HolderInfo:
+    """The current holder of a lock as the server sees it."""
+
+    owner: str
+    token: int
+    #: Seconds left on the lease, if the backend can tell.
+    expires_in: float | None
+
+
+@final
+@dataclasses.dataclass(frozen=True, slots=True)
+class LockInfo:
+    """What the server stores for one lock name: its holder and its queue."""
+
+    name: str
+    holder: HolderInfo | None
+    #: Acquisitions queued behind the holder (all processes, where the backend knows).
+    waiters: int
+
+    @property
+    def idle(self) -> bool:
+        """True when nothing at all is stored for this name: no holder and no waiter."""
+        return self.holder is None and self.waiters == 0
+
+
+@final
+@dataclasses.dataclass(frozen=True, slots=True)
+class BackendStatistics:
+    """A snapshot of one backend's counters; every backend fills the same record.
+
+    .. versionadded:: 0.1
+    """
+
+    #: Requests sent to the server, by kind (script or command name).
+    requests: Mapping[str, int]
+    #: Wake-up messages received for this client's waiters.
+    wakeups: int
+    #: Subscriptions or watches opened for waiting.
+    subscriptions: int
+    #: Acquisitions of this client waiting right now.
+    waiting: int
+    #: Cleanups (of abandoned waits or releases) not yet confirmed by the server.
+    cleanups_pending: int
+
+    @property
+    def total_requests(self) -> int:
+        return sum(self.requests.values())
+
+
+@final
+@dataclasses.dataclass(frozen=True, slots=True)
+class BackendContext:
+    """What the client hands a backend when it opens it.
+
+    Attributes:
+        clock: the client's monotonic clock; every deadline is on it.
+        start_soon: starts a background task in the client's task group; it is
+            cancelled when the client closes, after the backend's ``aclose``-time
+            cleanup has run.
+        cleanup: shielded, bounded, retried cleanups (see :class:`Cleanup`).
+    """
+
+    clock: Clock
+    start_soon: Callable[..., object]
+    cleanup: Cleanup
+
+
+class Backend(abc.ABC):
+    """A lock store. Subclasses set :attr:`kind`, :attr:`schemes` and
+    :attr:`capabilities` and implement the abstract methods.
+
+    Contract (the conformance suite in :mod:`lockkit.testing` checks it):
+
+    * ``aopen`` verifies the server with one round trip (credentials included) and
+      raises :class:`~lockkit.BackendUnavailable` or
+      :class:`~lockkit.ConfigurationError` there, not at the first lock.
+    * ``acquire`` returns a :class:`Grant` whose token is higher than any token
+      previously granted for the name, or raises :class:`~lockkit.LockTimeout`
+      (``timeout=0`` tries once). When it raises for any reason, including
+      cancellation, nothing it created on the server remains, even if the server
+      applied the request and the reply was lost: ``claim.owner`` is known before the
+      call so the cleanup can find it.
+    * ``release`` and ``extend`` return ``False`` when the server does not name
+      ``owner`` as the holder (a definite answer), and then change nothing; they
+      raise :class:`~lockkit.BackendUnavailable` when they cannot tell.
+    * Driver exceptions never escape: they are wrapped in lockkit errors.
+
+    .. versionadded:: 0.1
+    """
+
+    #: Short name used in tokens and messages, e.g. ``"redis"``.
+    kind: ClassVar[str]
+    #: URL schemes this backend serves.
+    schemes: ClassVar[tuple[str, ...]] = ()
+    capabilities: ClassVar[frozenset[Capability]] = frozenset()
+
+    _context: BackendContext | None = None
+
+    @classmethod
+    @abc.abstractmethod
+    def from_url(cls, url: LockURL, **options: Any) -> Backend:
+        """Build an unopened backend from a parsed URL and keyword options."""
+
+    @property
+    def context(self) -> BackendContext:
+        """The context given to :meth:`aopen`; raises before it was opened."""
+        if self._context is None:
+            raise LockUsageError(f"{type(self).__name__} is not open")
+        return self._context
+
+    @property
+    def clock(self) -> Clock:
+        return self.context.clock
+
+    async def aopen(self, ctx: BackendContext) -> None:
+        """Connect and verify the server (one round trip). Called once by the client
+        before any other method; subclasses call ``super().aopen(ctx)`` first."""
+        self._context = ctx
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook
+        """Disconnect, closing only what this backend opened itself. Idempotent."""
+
+    async def ping(self) -> None:  # noqa: B027 - in-process backends have nothing to ask
+        """One round trip to the server; raises BackendUnavailable if it fails."""
+
+    @abc.abstractmethod
+    async def acquire(self, claim: Claim, *, timeout: float | None) -> Grant:
+        """Take ``claim.name`` for ``claim.owner``, waiting up to ``timeout``."""
+
+    @abc.abstractmethod
+    async def release(self, name: str, owner: str) -> bool:
+        """Release ``name`` if ``owner`` holds it; wake the next waiter."""
+
+    @abc.abstractmethod
+    async def extend(self, name: str, owner: str, *, ttl: float) -> bool:
+        """Reset the lease of ``owner`` on ``name`` to ``ttl`` seconds from now."""
+
+    async def extend_many(self, renewals: Sequence[Renewal]) -> list[bool | BaseException]:
+        """Renew many leases; one result per renewal, in order: ``True`` renewed,
+        ``False`` not the owner, an exception if that one could not be told.
+        Backends declaring :attr:`Capability.BATCH_RENEW` override this."""
+        results: list[bool | BaseException] = []
+        for r in renewals:
+            try:
+                results.append(await self.extend(r.name, r.owner, ttl=r.ttl))
+            except Exception as exc:
+                results.append(exc)
+        return results
+
+    @abc.abstractmethod
+    async def inspect(self, name: str) -> LockInfo:
+        """What the server stores for ``name``."""
+
+    def observe(self, name: str) -> AsyncIterator[HolderInfo | None]:
+        """Follow the holder of ``name``: yields the holder now and after each change.
+        Backends declaring :attr:`Capability.OBSERVE` override this."""
+        raise NotImplementedError(f"{type(self).__name__} cannot observe holders")
+
+    def statistics(self) -> BackendStatistics:
+        """Counters for tests, benchmarks and operators; does no I/O."""
+        cleanup = self._context.cleanup.pending if self._context is not None else 0
+        return BackendStatistics({}, 0, 0, 0, cleanup)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__}>"
+
+
+#: An awaitable factory: a cleanup action that can be run again on retry.
+Action = Callable[[], Awaitable[object]]

@@ -1,0 +1,258 @@
+"""Being held: per-task acquisitions of one name, and the ``async with`` protocol.
+
+:class:`Holds` is the machinery every primitive shares (a lock today; the sides of a
+read-write lock, a semaphore and an election tomorrow): it asks the backend for a
+:class:`Claim`, turns the grant into a token and a watched lease, keys the acquisition
+by the task object that made it, runs the body of ``async with`` in a cancel scope that
+the lease's loss cancels, and releases shielded and bounded.
+
+Two rules keep the local books straight whatever the server does:
+
+* after ``release()`` or the end of ``async with``, the task no longer holds the lock
+  locally, whatever the release's outcome (a release the server could not be told is
+  retried in the background; the lease expires on the server anyway, and the token is
+  already fenced);
+* a loss reaches the caller when the body is cancelled, not when a release to an
+  unreachable server gives up: that release runs in the background, bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import secrets
+import weakref
+from types import TracebackType
+from typing import Literal, final
+
+import anyio
+
+from ._backend import Action, Claim
+from ._errors import BackendUnavailable, LockLostError, LockNotOwnedError, LockUsageError
+from ._lease import Lease
+from ._session import Session, current_task
+from ._token import FencingToken
+
+__all__ = ("RELEASE_TIMEOUT", "Acquisition", "Holds", "OnLost", "new_owner_id")
+
+#: What ``async with`` does when the lease is lost while the body runs:
+#: ``"cancel"`` cancels the body, ``"raise"`` lets it run to the end. Both then raise
+#: :class:`LockLostError` from ``async with``.
+OnLost = Literal["cancel", "raise"]
+
+#: How long a shielded release may take before it is left to the background.
+RELEASE_TIMEOUT = 10.0
+
+
+def new_owner_id() -> str:
+    """A fresh, unguessable id for one acquisition (128 random bits, hex)."""
+    return secrets.token_hex(16)
+
+
+@dataclasses.dataclass(slots=True, eq=False)
+class Acquisition:
+    """One hold: its token, its lease, and the task that made it."""
+
+    token: FencingToken
+    lease: Lease
+    task: weakref.ref[asyncio.Task[object]]
+    scope: anyio.CancelScope | None = None
+
+
+@final
+class Holds:
+    """The acquisitions of one primitive on one name, at most one per task."""
+
+    __slots__ = ("__weakref__", "_by_task", "_entered", "_live", "name", "session", "waiting")
+
+    def __init__(self, session: Session, name: str) -> None:
+        self.session = session
+        self.name = name
+        self._by_task: weakref.WeakKeyDictionary[asyncio.Task[object], Acquisition] = (
+            weakref.WeakKeyDictionary()
+        )
+        #: every live acquisition by owner id, including those of tasks that ended
+        self._live: dict[str, Acquisition] = {}
+        #: acquisitions entered with ``async with`` (they own a cancel scope)
+        self._entered: weakref.WeakKeyDictionary[asyncio.Task[object], Acquisition] = (
+            weakref.WeakKeyDictionary()
+        )
+        self.waiting = 0
+
+    def __len__(self) -> int:
+        return len(self._live)
+
+    # -- taking ------------------------------------------------------------------------
+
+    async def take(
+        self, *, ttl: float, timeout: float | None, renew: bool, shared: bool = False
+    ) -> FencingToken:
+        session = self.session
+        backend = session.require_open()
+        task = current_task()
+        if task in self._by_task:
+            raise LockUsageError(
+                f"this task already holds lock {self.name!r}; lockkit locks are not "
+                "reentrant (release it first, or use another task)"
+            )
+        session.occupy(task, self.name)
+        owner = new_owner_id()
+        self.waiting += 1
+        try:
+            grant = await backend.acquire(
+                Claim(self.name, owner, ttl, shared=shared), timeout=timeout
+            )
+        except BaseException:
+            session.vacate(task, self.name)
+            raise
+        finally:
+            self.waiting -= 1
+        token = FencingToken(grant.token, name=self.name, backend=backend.kind, owner=owner)
+        lease = Lease(token, ttl, session.clock, grant.started, session.drift_factor, renew=renew)
+        acq = Acquisition(token, lease, weakref.ref(task))
+        self._by_task[task] = acq
+        self._live[owner] = acq
+        session.holding(self, True)
+        session.watch(lease)
+        return token
+
+    # -- finding -----------------------------------------------------------------------
+
+    def mine(self) -> Acquisition | None:
+        """The calling task's acquisition, if any."""
+        try:
+            task = current_task()
+        except LockUsageError:
+            return None
+        return self._by_task.get(task)
+
+    def find(self, token: FencingToken | None) -> Acquisition:
+        """The acquisition ``token`` names, else the calling task's, else the only one."""
+        if token is not None:
+            acq = self._live.get(token.owner)
+            if acq is not None and acq.token.same_acquisition(token):
+                return acq
+            raise LockNotOwnedError(self.name, f"no live acquisition has token {token}")
+        mine = self.mine()
+        if mine is not None:
+            return mine
+        if len(self._live) == 1:  # unambiguous: the one acquisition of this object
+            return next(iter(self._live.values()))
+        if self._live:
+            raise LockNotOwnedError(
+                self.name, "several tasks hold it through this object; pass token="
+            )
+        raise LockNotOwnedError(self.name)
+
+    # -- releasing ---------------------------------------------------------------------
+
+    def forget(self, acq: Acquisition) -> None:
+        """Drop ``acq`` from the local books (the lease is no longer renewed)."""
+        session = self.session
+        session.unwatch(acq.lease)
+        if self._live.get(acq.token.owner) is acq:
+            del self._live[acq.token.owner]
+        task = acq.task()
+        if task is not None and self._by_task.get(task) is acq:
+            del self._by_task[task]
+        session.vacate(task, self.name)
+        if not self._live:
+            session.holding(self, False)
+
+    async def release(self, acq: Acquisition, *, lost_ok: bool = False) -> None:
+        """Release ``acq``: forgotten locally at once, then told to the server.
+
+        Raises:
+            LockNotOwnedError: the server no longer named this holder (unless
+                ``lost_ok``); the lease is marked lost.
+            BackendUnavailable: the server could not be told; the release goes on in
+                the background until the lease would have expired anyway.
+        """
+        self.forget(acq)
+        backend = self.session.backend
+        owner = acq.token.owner
+        lease = acq.lease
+        try:
+            ok = await backend.release(self.name, owner)
+        except anyio.get_cancelled_exc_class():
+            # the caller was cancelled: release anyway, shielded and bounded. The first
+            # request may already have released, so a "not the owner" now means nothing.
+            lease.mark_released()
+            cleanup = self._cleanup_for(acq)
+            if cleanup is not None:
+                await self.session.cleanup_run(*cleanup)
+            raise
+        except BackendUnavailable:
+            cleanup = self._cleanup_for(acq)
+            if cleanup is not None:
+                self.session.cleanup_defer(*cleanup)
+            lease.mark_released()
+            raise
+        if not ok:
+            lease.mark_lost("the server no longer names this holder as the owner")
+            if not lost_ok:
+                raise LockNotOwnedError(
+                    self.name, "its lease expired or was taken over before release()"
+                )
+            return
+        lease.mark_released()
+
+    def _cleanup_for(self, acq: Acquisition) -> tuple[str, Action, float] | None:
+        """A retryable release of ``acq`` for the cleanup queue, kept for its ttl (past
+        it the server has let the lease go anyway)."""
+        name, owner, backend = self.name, acq.token.owner, self.session.backend
+
+        async def release() -> None:
+            await backend.release(name, owner)
+
+        return f"release lock {name!r}", release, max(1.0, acq.lease.ttl)
+
+    async def release_all(self) -> None:
+        for acq in list(self._live.values()):
+            try:
+                await self.release(acq, lost_ok=True)
+            except BackendUnavailable:
+                pass  # retried by the cleanup until the client closes
+
+    # -- async with --------------------------------------------------------------------
+
+    def enter(self, on_lost: OnLost) -> None:
+        """Open the body's cancel scope for the calling task's fresh acquisition."""
+        task = current_task()
+        acq = self._by_task[task]
+        scope = anyio.CancelScope()
+        scope.__enter__()
+        acq.scope = scope
+        self._entered[task] = acq
+        if on_lost == "cancel":
+            acq.lease.on_lost(lambda _lease: scope.cancel())
+
+    async def exit(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        acq = self._entered.pop(current_task(), None)
+        if acq is None or acq.scope is None:  # pragma: no cover - unbalanced use
+            return False
+        swallowed = bool(acq.scope.__exit__(exc_type, exc, tb))
+        acq.scope = None
+        lease = acq.lease
+        if self._live.get(acq.token.owner) is not acq:  # released or lost in the body
+            if lease.lost and (exc is None or swallowed):
+                raise LockLostError(self.name, lease.lost_reason or "lost", acq.token)
+            return swallowed
+        if lease.lost:
+            # the caller hears of the loss now; the server may still name us, so a
+            # release goes out in the background (bounded) and nobody waits for the ttl
+            self.forget(acq)
+            cleanup = self._cleanup_for(acq)
+            if cleanup is not None:
+                self.session.cleanup_soon(*cleanup)
+            raise LockLostError(self.name, lease.lost_reason or "lost", acq.token)
+        await self.release(acq, lost_ok=True)
+        if lease.lost:  # found out at release
+            raise LockLostError(self.name, lease.lost_reason or "lost", acq.token)
+        return swallowed
+

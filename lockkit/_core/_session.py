@@ -1,0 +1,213 @@
+"""The session: what every primitive made by one client shares.
+
+A :class:`Session` owns the client's lifecycle (the task group, the watchdog, the
+cleanup queue, the open backend) and the bookkeeping that spans primitives: which
+acquisitions are live, and which names each task holds or waits for, so that a task
+asking for a name it already has (through any lock object) is told at once instead of
+waiting on itself. :class:`lockkit.LockClient` is its public face; primitives receive
+the session, never the client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import weakref
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Protocol, final
+
+import anyio
+
+from ._backend import Action, Backend, BackendContext
+from ._clock import Clock
+from ._errors import LockError, LockUsageError
+from ._lease import Lease, Watchdog
+from ._waiting import Cleanup
+
+if TYPE_CHECKING:
+    from anyio.abc import TaskGroup
+
+__all__ = ("Session", "current_task")
+
+logger = logging.getLogger("lockkit")
+
+#: How long closing the client may spend releasing what is still held.
+CLOSE_TIMEOUT = 10.0
+
+
+class _State(enum.Enum):
+    NEW = "not open yet"
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+class Releasable(Protocol):
+    """A primitive that may hold acquisitions when the client closes."""
+
+    async def release_all(self) -> None: ...
+
+
+def current_task() -> asyncio.Task[object]:
+    """The running asyncio task (the key of per-task acquisitions)."""
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:
+        task = None
+    if task is None:
+        raise LockUsageError("lockkit locks are used from an asyncio task")
+    return task
+
+
+@final
+class Session:
+    """The shared state of one client. See the module docstring."""
+
+    def __init__(self, backend: Backend, clock: Clock, drift_factor: float) -> None:
+        self.backend = backend
+        self.clock = clock
+        self.drift_factor = drift_factor
+        self.watchdog: Watchdog | None = None
+        self.cleanup: Cleanup | None = None
+        self._tg: TaskGroup | None = None
+        self._state = _State.NEW
+        self._stack: contextlib.AsyncExitStack | None = None
+        #: primitives with live acquisitions, released when the client closes
+        self._holders: set[Releasable] = set()
+        #: names each task holds or waits for (weak: a dead task's entry goes with it)
+        self._busy: weakref.WeakKeyDictionary[object, set[str]] = weakref.WeakKeyDictionary()
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    @property
+    def state(self) -> str:
+        """``"new"``, ``"open"`` or ``"closed"``."""
+        return {_State.NEW: "new", _State.OPEN: "open", _State.CLOSED: "closed"}[self._state]
+
+    @property
+    def is_open(self) -> bool:
+        return self._state is _State.OPEN
+
+    async def open(self) -> None:
+        if self._state is not _State.NEW:
+            raise LockUsageError(
+                f"a LockClient can be opened only once (this one is {self._state.value}); "
+                "make a new one with lockkit.connect()"
+            )
+        self._state = _State.CLOSED  # a failed open cannot be retried either
+        async with contextlib.AsyncExitStack() as stack:
+            # closing runs in reverse: release what is held, finish cleanups, stop the
+            # background tasks, and only then close the backend's connections
+            stack.push_async_callback(self._close_backend)
+            tg = self._tg = await stack.enter_async_context(anyio.create_task_group())
+            stack.callback(tg.cancel_scope.cancel)
+            cleanup = self.cleanup = Cleanup(self.clock, tg.start_soon)
+            stack.push_async_callback(cleanup.aclose, CLOSE_TIMEOUT)
+            stack.push_async_callback(self.release_all)
+            self.watchdog = Watchdog(self.backend, self.clock, tg)
+            tg.start_soon(self.watchdog.run, name="lockkit-watchdog")
+            await self.backend.aopen(BackendContext(self.clock, tg.start_soon, cleanup))
+            self._stack = stack.pop_all()
+        self._state = _State.OPEN
+
+    async def aclose(self) -> None:
+        stack, self._stack = self._stack, None
+        self._state = _State.CLOSED
+        if stack is not None:
+            # each step shields itself: the task group's own scope cannot be nested
+            # inside a shield entered after it
+            await stack.aclose()
+
+    async def _close_backend(self) -> None:
+        with anyio.CancelScope(shield=True):
+            await self.backend.aclose()
+
+    def require_open(self) -> Backend:
+        """The backend, or LockUsageError if the client is not open."""
+        if self._state is not _State.OPEN:
+            raise LockUsageError(
+                f"the LockClient is {self._state.value}: use it inside "
+                "'async with lockkit.connect(...) as locks:'"
+            )
+        return self.backend
+
+    def start_soon(self, func: object, *args: object, name: str | None = None) -> None:
+        """Run ``func(*args)`` in the client's task group."""
+        assert self._tg is not None
+        self._tg.start_soon(func, *args, name=name)  # type: ignore[arg-type]
+
+    # -- cleanups ---------------------------------------------------------------------
+
+    async def cleanup_run(self, what: str, action: Action, keep: float) -> None:
+        """Run ``action`` now, shielded and bounded; retried in the background on failure."""
+        if self.cleanup is not None and self._state is _State.OPEN:
+            await self.cleanup.run(what, action, keep=keep)
+
+    def cleanup_soon(self, what: str, action: Action, keep: float) -> None:
+        """Run ``action`` in the background at once (bounded, retried on failure)."""
+        if self.cleanup is not None and self._state is _State.OPEN:
+            self.start_soon(self.cleanup.run, what, action, keep, name="lockkit-cleanup")
+
+    def cleanup_defer(self, what: str, action: Action, keep: float) -> None:
+        """Retry ``action`` in the background after a failure."""
+        if self.cleanup is not None and self._state is _State.OPEN:
+            self.cleanup.defer(what, action, keep=keep)
+
+    # -- holdings --------------------------------------------------------------------
+
+    def watch(self, lease: Lease) -> None:
+        assert self.watchdog is not None
+        self.watchdog.add(lease)
+
+    def unwatch(self, lease: Lease) -> None:
+        if self.watchdog is not None:
+            self.watchdog.discard(lease)
+
+    def holding(self, primitive: Releasable, live: bool) -> None:
+        """Record whether ``primitive`` has live acquisitions."""
+        if live:
+            self._holders.add(primitive)
+        else:
+            self._holders.discard(primitive)
+
+    def occupy(self, task: object, name: str) -> None:
+        """``task`` starts holding or waiting for ``name``; LockUsageError if it already
+        does (it would wait on itself)."""
+        names = self._busy.get(task)
+        if names is None:
+            names = self._busy[task] = set()
+        elif name in names:
+            raise LockUsageError(
+                f"this task already holds or waits for lock {name!r} through this client; "
+                "lockkit locks are not reentrant (release it first, or use another task)"
+            )
+        names.add(name)
+
+    def vacate(self, task: object | None, name: str) -> None:
+        if task is None:
+            return
+        names = self._busy.get(task)
+        if names is not None:
+            names.discard(name)
+
+    async def release_all(self) -> None:
+        """Release every acquisition still held (on close), shielded and bounded."""
+        with anyio.CancelScope(shield=True), anyio.move_on_after(CLOSE_TIMEOUT):
+            for primitive in list(self._holders):
+                try:
+                    await primitive.release_all()
+                except LockError as exc:
+                    logger.warning("could not release a lock on close: %s", exc)
+        self._holders.clear()
+
+    @contextlib.contextmanager
+    def pause_renewals(self) -> Iterator[None]:
+        """No renewal is sent while inside (deadlines are still enforced)."""
+        if self.watchdog is None:
+            raise LockUsageError("open the client before pausing its renewals")
+        self.watchdog.paused = True
+        try:
+            yield
+        finally:
+            self.watchdog.paused = False
