@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 PYTEST_ARGS ?=
 
-.PHONY: help install deps servers fmt lint typecheck test test-unit demo bench clean
+.PHONY: help install deps servers fmt lint typecheck test test-unit demo bench bench-compare clean
 
 help:
 	@echo "make install    create .venv and install lockkit with its dev extras"
@@ -15,6 +15,8 @@ help:
 	@echo "make lint       ruff check, ruff format --check, mypy --strict"
 	@echo "make demo       inventory demo on the embedded memory:// backend (URL=... for another)"
 	@echo "make bench      benchmarks, JSON into benchmarks/results/"
+	@echo "make bench-compare BASELINE=<git ref> [COMPARE_ARGS=--quick]"
+	@echo "                 Redis figures of <ref> and this tree, interleaved in one run"
 
 install: $(STAMP)
 
@@ -54,6 +56,14 @@ demo: install
 bench: deps
 	$(PY) -m pip install -q --disable-pip-version-check -r benchmarks/requirements.txt
 	$(PY) -m benchmarks $(BENCH_ARGS)
+
+# A temporary worktree of $(BASELINE) is version A, this tree version B.
+bench-compare: deps
+	@test -n "$(BASELINE)" || { echo "usage: make bench-compare BASELINE=<git ref>"; exit 2; }
+	@dir=$$(mktemp -d)/baseline && \
+	git worktree add --detach -q "$$dir" "$(BASELINE)" && \
+	trap 'git worktree remove --force "$$dir"; rmdir "$$(dirname "$$dir")"' EXIT && \
+	$(PY) -m benchmarks.compare --baseline "$$dir" $(COMPARE_ARGS)
 
 clean:
 	rm -rf $(VENV) .services .mypy_cache .ruff_cache .pytest_cache build dist benchmarks/results

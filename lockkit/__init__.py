@@ -7,7 +7,7 @@
             await guard.write("orders:42", state, token=token)
 """
 
-from __future__ import annotations as _annotations
+from __future__ import annotations
 
 import logging as _logging
 from importlib.metadata import PackageNotFoundError as _PackageNotFoundError
@@ -72,3 +72,5 @@ for _name in __all__:
     if getattr(_obj, "__module__", "").startswith("lockkit._core"):
         _obj.__module__ = "lockkit"
 del _name, _obj
+
+del annotations  # the __future__ import is not part of the API

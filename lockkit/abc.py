@@ -11,6 +11,8 @@ conformance suite a new backend passes.
 .. versionadded:: 0.1
 """
 
+from __future__ import annotations
+
 from ._core._backend import Backend as Backend
 from ._core._backend import BackendContext as BackendContext
 from ._core._backend import BackendStatistics as BackendStatistics

@@ -10,7 +10,7 @@
     ├── LockLostError         lease expired or taken over while held
     ├── StaleTokenError       a guard refused a write
     ├── BackendUnavailable    connection or session failure (also a ConnectionError)
-    └── LockUsageError        misuse: a client not open, re-entering a held lock (also a RuntimeError)
+    └── LockUsageError        misuse: client not open, lock re-entered (also a RuntimeError)
 
 Every error builds its message from its fields, so the fields are the contract and the
 message is for people. ``retriable`` tells callers whether trying the same call again

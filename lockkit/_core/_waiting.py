@@ -328,10 +328,7 @@ class Cleanup:
         try:
             while self._pending:
                 await self._clock.sleep_until(self._clock.now() + delay)
-                if await self.flush():
-                    delay = self.retry_every
-                else:
-                    delay = min(delay * 2, 5.0)
+                delay = self.retry_every if await self.flush() else min(delay * 2, 5.0)
         finally:
             self._running = False
 

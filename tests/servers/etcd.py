@@ -11,7 +11,7 @@ import json
 import secrets
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._base import (
     LOOPBACK,
@@ -23,7 +23,10 @@ from ._base import (
     wait_until,
 )
 
-__all__ = ("EtcdCluster", "EtcdServer", "etcdctl")
+if TYPE_CHECKING:
+    from etcetra.client import EtcdCommunicator
+
+__all__ = ("EtcdCluster", "EtcdServer", "etcdctl", "linearizable_get")
 
 
 def etcdctl(endpoints: list[str], *args: str, timeout: float = 10.0) -> str:
@@ -46,6 +49,26 @@ def etcdctl(endpoints: list[str], *args: str, timeout: float = 10.0) -> str:
     if result.returncode != 0:
         raise ServerError(f"`etcdctl {' '.join(args)}` failed: {result.stderr.strip()}")
     return result.stdout
+
+
+async def linearizable_get(
+    etcd: EtcdCommunicator, key: str, *, timeout: float | None = None
+) -> str | None:
+    """The value of ``key`` read through Raft, as of now, on any member.
+
+    ``etcd`` is an etcetra ``EtcdCommunicator``. Its own ``get`` always sends a
+    *serializable* range request, which a member answers from its local store: a follower
+    that has not yet applied a committed write returns the old value. A linearizable read
+    (``serializable=False``) waits until the member has applied everything the leader had
+    committed when the read arrived, and fails if there is no quorum to confirm that.
+    ``timeout`` is the gRPC deadline in seconds.
+    """
+    from etcetra.grpc_api import rpc_pb2, rpc_pb2_grpc  # grpc is slow to import
+
+    stub = rpc_pb2_grpc.KVStub(etcd.channel)
+    request = rpc_pb2.RangeRequest(key=key.encode(), serializable=False)
+    response = await stub.Range(request, timeout=timeout)
+    return response.kvs[0].value.decode() if response.kvs else None
 
 
 class EtcdServer(ProcessServer):

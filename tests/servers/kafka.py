@@ -23,7 +23,7 @@ from ._base import (
 )
 from ._wire import kafka_api_versions
 
-__all__ = ("KafkaBroker",)
+__all__ = ("KafkaBroker", "new_cluster_id")
 
 JAVA_OPTIONS: Final = (
     "-Xms64m",
@@ -54,6 +54,19 @@ logger.controller.level = info
 """
 
 
+def new_cluster_id() -> str:
+    """A random Kafka cluster id: 16 random bytes as 22 characters of unpadded URL-safe
+    base64, never starting with ``-``.
+
+    ``kafka-storage format --cluster-id -...`` would read such an id as an option, so,
+    like Kafka's own ``Uuid.randomUuid()``, draw again (one time in 32).
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 class KafkaBroker(ProcessServer):
     """A single-node Kafka cluster (KRaft, broker + controller in one JVM).
 
@@ -77,7 +90,7 @@ class KafkaBroker(ProcessServer):
         self.extra_config = dict(config or {})
         self._classpath = require_jars("kafka")
         self._java = require_binary("java")
-        self.cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        self.cluster_id = new_cluster_id()
 
     @property
     def url(self) -> str:

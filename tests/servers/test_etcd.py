@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -10,6 +11,10 @@ import anyio
 import pytest
 from etcetra import EtcdClient, HostPortPair
 from etcetra.client import EtcdCommunicator
+
+from .etcd import linearizable_get
+
+grpc = importlib.import_module("grpc")  # no type stubs
 
 
 @asynccontextmanager
@@ -45,7 +50,25 @@ async def test_cluster_write_is_seen_by_every_member(etcd_cluster):
         await etcd.put(key, "everywhere")
     for node in etcd_cluster.nodes:
         async with etcd_at(node.host, node.port) as etcd:
-            assert await etcd.get(key) == "everywhere"  # reads are linearizable
+            assert await linearizable_get(etcd, key) == "everywhere"
+
+
+@pytest.mark.etcd
+@pytest.mark.cluster
+@pytest.mark.fault
+async def test_linearizable_get_needs_a_quorum(etcd_cluster):
+    """A member cut off from the quorum still has the key, yet the reads the tests make
+    refuse to answer: they are linearizable, not served from a possibly stale member."""
+    key = unique_key()
+    survivor, *others = etcd_cluster.nodes
+    async with etcd_at(*survivor.address) as etcd:
+        await etcd.put(key, "v")
+        assert await linearizable_get(etcd, key) == "v"
+        for node in others:
+            node.pause()
+        assert await etcd.get(key) == "v"  # etcetra's get: serializable, answers alone
+        with pytest.raises(grpc.aio.AioRpcError):
+            await linearizable_get(etcd, key, timeout=3)
 
 
 @pytest.mark.etcd
@@ -60,9 +83,9 @@ async def test_cluster_serves_after_the_leader_dies(etcd_cluster):
     new = await anyio.to_thread.run_sync(etcd_cluster.wait_for_leader, old)
     assert new is not old
     async with etcd_at(new.host, new.port) as etcd:
-        assert await etcd.get(key) == "before"
+        assert await linearizable_get(etcd, key) == "before"
         await etcd.put(key, "after")
     for node in etcd_cluster.nodes:
         if node is not old:
             async with etcd_at(node.host, node.port) as etcd:
-                assert await etcd.get(key) == "after"
+                assert await linearizable_get(etcd, key) == "after"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import importlib
 import socket
 import uuid
@@ -21,6 +22,8 @@ from tests.servers import (
     free_ports,
 )
 from tests.servers._wire import RespClient, resp_call
+from tests.servers.etcd import linearizable_get
+from tests.servers.kafka import new_cluster_id
 
 aiokafka = importlib.import_module("aiokafka")  # untyped: see test_kafka.py
 
@@ -92,7 +95,25 @@ async def test_etcd_restart_keeps_keys(servers):
         await client.put("kept", "v")
     await etcd.arestart()
     async with EtcdClient(HostPortPair(etcd.host, etcd.port)).connect() as client:
-        assert await client.get("kept") == "v"
+        assert await linearizable_get(client, "kept") == "v"
+
+
+def test_kafka_cluster_ids_never_start_with_a_dash():
+    ids = [new_cluster_id() for _ in range(5000)]  # (31/32)**5000 < 1e-60
+    assert len(set(ids)) == len(ids)
+    for cluster_id in ids:
+        assert len(cluster_id) == 22
+        assert not cluster_id.startswith("-"), cluster_id
+        assert len(base64.urlsafe_b64decode(cluster_id + "==")) == 16
+
+
+def test_kafka_cluster_id_draws_again_after_a_leading_dash(monkeypatch):
+    dash = uuid.UUID(bytes=b"\xf8" + bytes(15))  # first six bits 111110: "-"
+    plain = uuid.UUID(bytes=bytes(16))
+    draws = iter([dash, plain])
+    monkeypatch.setattr(uuid, "uuid4", lambda: next(draws))
+    assert base64.urlsafe_b64encode(dash.bytes).startswith(b"-")
+    assert new_cluster_id() == "A" * 22
 
 
 @pytest.mark.kafka
