@@ -70,7 +70,7 @@ from .._core._clock import Clock
 from .._core._errors import BackendUnavailable, ConfigurationError, LockError, LockTimeout
 from .._core._url import LockURL, as_bool, as_seconds, resolve_options
 from ..abc import Backend, Capability, Grant, HolderInfo, LockInfo, Renewal
-from ._resp import (
+from .._drivers.redis.resp import (
     Arg,
     ConnectOptions,
     Encoded,

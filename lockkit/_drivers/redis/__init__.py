@@ -1,0 +1,1 @@
+"""Redis driver code: the RESP connections lockkit uses on the hot path."""
