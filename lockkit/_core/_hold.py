@@ -110,6 +110,8 @@ class Holds:
         token = FencingToken(grant.token, name=self.name, backend=backend.kind, owner=owner)
         lease = Lease(token, ttl, session.clock, grant.started, session.drift_factor, renew=renew)
         acq = Acquisition(token, lease, weakref.ref(task))
+        # a lost hold no longer keeps the name: the task may ask for it again
+        lease.on_lost(lambda _lease: session.vacate(acq.task(), self.name))
         self._by_task[task] = acq
         self._live[owner] = acq
         session.holding(self, True)
@@ -255,4 +257,3 @@ class Holds:
         if lease.lost:  # found out at release
             raise LockLostError(self.name, lease.lost_reason or "lost", acq.token)
         return swallowed
-

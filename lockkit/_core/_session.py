@@ -107,8 +107,16 @@ class Session:
             stack.push_async_callback(self.release_all)
             self.watchdog = Watchdog(self.backend, self.clock, tg)
             tg.start_soon(self.watchdog.run, name="lockkit-watchdog")
-            await self.backend.aopen(BackendContext(self.clock, tg.start_soon, cleanup))
-            self._stack = stack.pop_all()
+            try:
+                await self.backend.aopen(BackendContext(self.clock, tg.start_soon, cleanup))
+            except LockError as exc:
+                # raised here, outside the task group, which would wrap it in a group
+                failed: LockError | None = exc
+            else:
+                failed = None
+                self._stack = stack.pop_all()
+        if failed is not None:
+            raise failed
         self._state = _State.OPEN
 
     async def aclose(self) -> None:

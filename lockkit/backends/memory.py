@@ -111,8 +111,8 @@ class MemoryBackend(Backend):
         name, owner, ttl = claim.name, claim.owner, claim.ttl
         await anyio.lowlevel.checkpoint()  # every acquire lets other tasks run
         now = self.clock.now()
-        entry = self._entry(name)
-        self._expire(name, entry, now)
+        self._expire(name, self._entry(name), now)
+        entry = self._entry(name)  # an expiry with nobody queued dropped the old entry
         if entry.holder is None and not entry.queue:
             return self._grant(entry, owner, ttl, now)
         if timeout == 0:

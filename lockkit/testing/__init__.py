@@ -3,6 +3,8 @@
 * :class:`VirtualClock`: a clock that moves only when told, for timing logic
   without sleeps.
 * :func:`pause_renewals`: stop a client's watchdog, to simulate a paused holder.
+* :class:`FaultyBackend`: wraps a backend and fails, delays, hangs or loses replies
+  per primitive, without a server.
 * :func:`check_backend` and :data:`CHECKS`: the conformance suite every backend passes.
 
 .. versionadded:: 0.1
@@ -15,5 +17,13 @@ from ._conformance import CHECKS as CHECKS
 from ._conformance import ClientFactory as ClientFactory
 from ._conformance import check_backend as check_backend
 from ._conformance import pause_renewals as pause_renewals
+from ._faults import FaultyBackend as FaultyBackend
 
-__all__ = ("CHECKS", "ClientFactory", "VirtualClock", "check_backend", "pause_renewals")
+__all__ = (
+    "CHECKS",
+    "ClientFactory",
+    "FaultyBackend",
+    "VirtualClock",
+    "check_backend",
+    "pause_renewals",
+)

@@ -20,6 +20,7 @@ from typing import Final
 import anyio
 import anyio.lowlevel
 
+from .._core._backend import Capability
 from .._core._client import LockClient
 from .._core._errors import (
     ConfigurationError,
@@ -31,7 +32,6 @@ from .._core._errors import (
 )
 from .._core._names import MAX_NAME_BYTES
 from .._core._token import FencingToken
-from .._core._backend import Capability
 from ..guards.memory import MemoryGuard
 
 __all__ = ("CHECKS", "ClientFactory", "check_backend", "pause_renewals")

@@ -7,6 +7,7 @@ import pytest
 
 import lockkit
 from lockkit import LockNotOwnedError, LockTimeout
+from lockkit.testing import VirtualClock
 
 
 async def test_acquire_release_and_inspect() -> None:
@@ -137,3 +138,16 @@ async def test_loss_found_by_extend_inside_the_body_is_reported() -> None:
             async with lock:
                 await clock.advance(11)
         assert not await lock.locked()
+
+
+async def test_a_lock_taken_after_an_expiry_is_seen_held() -> None:
+    clock = VirtualClock()
+    async with lockkit.connect("memory://expiry-then-take", clock=clock) as locks:
+        first = await locks.lock("x", ttl=1, renew=False).acquire()
+        await clock.advance(2)  # the first lease ran out; nobody waits
+        lock = locks.lock("x", ttl=30)
+        second = await lock.acquire()
+        info = await locks.inspect("x")
+        assert info.holder is not None and info.holder.owner == second.owner
+        assert int(second) > int(first)
+        await lock.release()  # the server names it: no LockNotOwnedError
