@@ -48,6 +48,18 @@ def pause_renewals(client: LockClient) -> Iterator[None]:
         yield
 
 
+@contextlib.contextmanager
+def _expect(exc_type: type[BaseException], failure: str) -> Iterator[list[BaseException]]:
+    """The block must raise ``exc_type``; the caught exception is appended to the list."""
+    caught: list[BaseException] = []
+    try:
+        yield caught
+    except exc_type as exc:
+        caught.append(exc)
+    else:
+        raise AssertionError(failure)
+
+
 @contextlib.asynccontextmanager
 async def _clients(factory: ClientFactory, count: int) -> AsyncIterator[list[LockClient]]:
     async with contextlib.AsyncExitStack() as stack:
@@ -106,12 +118,10 @@ async def check_try_once(factory: ClientFactory, prefix: str) -> None:
     async with _clients(factory, 2) as (a, b):
         async with a.lock(name, ttl=10):
             started = time.monotonic()
-            try:
+            with _expect(LockTimeout, "timeout=0 acquired a held lock") as caught:
                 await b.lock(name, timeout=0).acquire()
-            except LockTimeout as exc:
-                assert exc.name == name and exc.timeout == 0
-            else:
-                raise AssertionError("timeout=0 acquired a held lock")
+            exc = caught[0]
+            assert isinstance(exc, LockTimeout) and exc.name == name and exc.timeout == 0
             assert time.monotonic() - started < 2.0, "timeout=0 waited"
             info = await a.inspect(name)
             assert info.waiters == 0 and info.holder is not None
@@ -126,13 +136,10 @@ async def check_timeout(factory: ClientFactory, prefix: str) -> None:
         holder = a.lock(name, ttl=10)
         await holder.acquire()
         started = time.monotonic()
-        try:
+        with _expect(LockTimeout, "acquired a held lock"):
             await b.lock(name, timeout=0.3).acquire()
-        except LockTimeout:
-            elapsed = time.monotonic() - started
-            assert 0.25 <= elapsed < 3.0, f"LockTimeout after {elapsed:.3f}s, wanted 0.3s"
-        else:
-            raise AssertionError("acquired a held lock")
+        elapsed = time.monotonic() - started
+        assert 0.25 <= elapsed < 3.0, f"LockTimeout after {elapsed:.3f}s, wanted 0.3s"
         assert (await a.inspect(name)).waiters == 0, "a timed-out waiter stayed queued"
 
         async def release_soon() -> None:
@@ -155,21 +162,14 @@ async def check_release_by_non_owner(factory: ClientFactory, prefix: str) -> Non
         holder = a.lock(name, ttl=10)
         token = await holder.acquire()
         for call in (b.lock(name).release, b.lock(name).extend, a.lock(name).release):
-            try:
+            with _expect(LockNotOwnedError, f"{call.__qualname__} by a non-owner succeeded") as c:
                 await call()
-            except LockNotOwnedError as exc:
-                assert exc.name == name
-            else:
-                raise AssertionError(f"{call.__qualname__} by a non-owner succeeded")
+            assert isinstance(c[0], LockNotOwnedError) and c[0].name == name
         info = await a.inspect(name)
         assert info.holder is not None and info.holder.owner == token.owner
         await holder.release()
-        try:
+        with _expect(LockNotOwnedError, "a second release() succeeded"):
             await holder.release()
-        except LockNotOwnedError:
-            pass
-        else:
-            raise AssertionError("a second release() succeeded")
         assert (await a.inspect(name)).idle
 
 
@@ -183,16 +183,14 @@ async def check_loss_cancels_body(factory: ClientFactory, prefix: str) -> None:
         finished = False
         old: FencingToken | None = None
         started = time.monotonic()
-        try:
+        with _expect(LockLostError, "loss of a lock went unreported") as caught:
             with pause_renewals(a):
                 async with a.lock(name, ttl=0.6) as old:
                     await guard.write("res", "first", token=old)
                     await anyio.sleep(10)
                     finished = True
-        except LockLostError as exc:
-            assert exc.name == name and exc.token is not None
-        else:
-            raise AssertionError("loss of a lock went unreported")
+        lost = caught[0]
+        assert isinstance(lost, LockLostError) and lost.name == name and lost.token is not None
         elapsed = time.monotonic() - started
         assert not finished, "the body was not cancelled on loss"
         assert elapsed < 5, f"loss reported after {elapsed:.2f}s for a 0.6s ttl"
@@ -200,12 +198,11 @@ async def check_loss_cancels_body(factory: ClientFactory, prefix: str) -> None:
         async with b.lock(name, ttl=10, timeout=10) as new:
             assert int(new) > int(old)
             await guard.write("res", "second", token=new)
-        try:
+        with _expect(StaleTokenError, "the guard accepted a stale token") as caught:
             await guard.write("res", "stale", token=old)
-        except StaleTokenError as exc:
-            assert exc.offered == old and exc.current == new
-        else:
-            raise AssertionError("the guard accepted a stale token")
+        refused = caught[0]
+        assert isinstance(refused, StaleTokenError)
+        assert refused.offered == old and refused.current == new
         assert await guard.read("res") == "second"
 
 
@@ -215,13 +212,8 @@ async def check_renewal_keeps_lock(factory: ClientFactory, prefix: str) -> None:
     async with _clients(factory, 2) as (a, b):
         async with a.lock(name, ttl=0.8) as token:
             await anyio.sleep(2.0)  # 2.5 ttls: about six renewals
-            lock_b = b.lock(name, timeout=0)
-            try:
-                await lock_b.acquire()
-            except LockTimeout:
-                pass
-            else:
-                raise AssertionError("a renewed lock was taken by another client")
+            with _expect(LockTimeout, "a renewed lock was taken by another client"):
+                await b.lock(name, timeout=0).acquire()
             info = await a.inspect(name)
             assert info.holder is not None and info.holder.owner == token.owner
 
@@ -249,9 +241,11 @@ async def check_cancelled_waiters_leave_nothing(factory: ClientFactory, prefix: 
         async with anyio.create_task_group() as tg:
             for _ in range(10):
                 tg.start_soon(b.lock(name, ttl=10).acquire)
-            await anyio.sleep(0.3)
+            with anyio.move_on_after(5):
+                while (await a.inspect(name)).waiters < 10:  # noqa: ASYNC110
+                    await anyio.sleep(0.02)
             info = await a.inspect(name)
-            assert info.waiters in (0, 10), f"{info.waiters} of 10 waiters queued"
+            assert info.waiters == 10, f"{info.waiters} of 10 waiters queued"
             tg.cancel_scope.cancel()
         with anyio.fail_after(5):
             while (await a.inspect(name)).waiters:  # noqa: ASYNC110
@@ -305,29 +299,104 @@ async def check_bad_input(factory: ClientFactory, prefix: str) -> None:
     """Bad names, ttl and timeout fail fast with the documented errors."""
     async with _clients(factory, 1) as (a,):
         for bad_name in ("", "a\x00b", "line\nbreak", "x" * (MAX_NAME_BYTES + 1)):
-            try:
+            with _expect(InvalidLockName, f"name {bad_name[:20]!r} accepted"):
                 a.lock(bad_name)
-            except InvalidLockName:
-                pass
-            else:
-                raise AssertionError(f"name {bad_name[:20]!r} accepted")
         for ttl in (0, -1, math.inf, math.nan):
-            try:
+            with _expect(ConfigurationError, f"ttl={ttl} accepted"):
                 a.lock(_name(prefix, "bad"), ttl=ttl)
-            except ConfigurationError:
-                pass
-            else:
-                raise AssertionError(f"ttl={ttl} accepted")
-        try:
+        with _expect(ConfigurationError, "timeout=-1 accepted"):
             a.lock(_name(prefix, "bad"), timeout=-1)
-        except ConfigurationError:
-            pass
-        else:
-            raise AssertionError("timeout=-1 accepted")
-        # names that look alike stay apart
+        # names that look alike are different locks: each is free while the others
+        # are held, and the server names each one's own holder
         base = _name(prefix, "enc")
-        held = [await a.lock(n, ttl=10).acquire() for n in (base, base + "/x", base + ":x")]
-        assert len({t.name for t in held}) == 3
+        names = [base, base + "/x", base + ":x", base + "%7B", base + "{x}", base + "}"]
+        locks = [a.lock(n, ttl=10, timeout=0) for n in names]
+        held = [await lock.acquire() for lock in locks]
+        for n, token in zip(names, held, strict=True):
+            info = await a.inspect(n)
+            assert info.holder is not None and info.holder.owner == token.owner, (
+                f"lock {n!r} shares its state with another name"
+            )
+        for lock in locks:
+            await lock.release()
+
+
+async def check_old_holder_cannot_touch_new_holder(factory: ClientFactory, prefix: str) -> None:
+    """An expired holder's release and extend, sent with its own owner id straight to
+    the backend (past the client's books, as a paused process's late request would
+    arrive), answer False and leave the next holder's lock and lease alone."""
+    name = _name(prefix, "stale-owner")
+    async with _clients(factory, 2) as (a, b):
+        old = await a.lock(name, ttl=0.3, renew=False).acquire()
+        lock = b.lock(name, ttl=5, timeout=10)
+        new = await lock.acquire()  # waits out the old lease
+        backend = a.backend
+        released = await backend.release(name, old.owner)
+        assert released is False, "an expired holder's release freed the next holder's lock"
+        extended = await backend.extend(name, old.owner, ttl=60)
+        assert extended is False, "an expired holder's extend renewed the next holder's lock"
+        info = await a.inspect(name)
+        assert info.holder is not None and info.holder.owner == new.owner, (
+            "the next holder lost its lock to the old holder's late request"
+        )
+        expires = info.holder.expires_in
+        assert expires is None or expires <= 5.5, (
+            f"the old holder's extend moved the lease to {expires}s"
+        )
+        await lock.release()
+
+
+async def check_deadlines_count_from_the_send(factory: ClientFactory, prefix: str) -> None:
+    """A lease's safe deadline counts from a clock reading taken before the acquire (or
+    the renewal) was sent, never from its reply: a slow reply can only shorten it."""
+    name = _name(prefix, "deadline")
+    async with _clients(factory, 1) as (a,):
+        lock = a.lock(name, ttl=10)
+        for step in ("acquire", "extend"):
+            before = a.clock.now()
+            await (lock.acquire() if step == "acquire" else lock.extend())
+            after = a.clock.now()
+            lease = lock.lease
+            assert lease is not None
+            started = lease.safe_deadline - lease.ttl + lease.drift
+            assert before - 1e-6 <= started <= after + 1e-6, (
+                f"{step}: the lease counts from {started - before:+.6f}s after the call began "
+                f"(the call took {after - before:.6f}s)"
+            )
+        await lock.release()
+
+
+async def check_no_barging_after_expiry(factory: ClientFactory, prefix: str) -> None:
+    """When a holder's lease runs out while another client waits, the waiter gets the
+    lock; a newcomer asking again and again around the expiry never barges past it."""
+    name = _name(prefix, "expiry-fifo")
+    async with _clients(factory, 3) as (a, b, c):
+        first = await a.lock(name, ttl=0.5, renew=False).acquire()
+        waiter = b.lock(name, ttl=10, timeout=10)
+        got: list[FencingToken] = []
+        barged: list[FencingToken] = []
+
+        async def wait() -> None:
+            got.append(await waiter.acquire())
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(wait)
+            with anyio.fail_after(5):
+                while (await c.inspect(name)).waiters < 1:  # noqa: ASYNC110
+                    await anyio.sleep(0.01)
+            newcomer = c.lock(name, ttl=10, timeout=0)
+            with anyio.fail_after(10):
+                while not got:
+                    try:
+                        barged.append(await newcomer.acquire())
+                    except LockTimeout:
+                        await anyio.sleep(0.002)
+                    else:
+                        await newcomer.release()
+                        break
+        assert not barged, "a newcomer took the lock past a live waiter when the lease ran out"
+        assert got and int(got[0]) > int(first)
+        await waiter.release()
 
 
 #: Every check, in a stable order. ``(function, required capability or None)``.
@@ -343,7 +412,10 @@ CHECKS: Final[tuple[tuple[Check, Capability | None], ...]] = (
     (check_expiry_frees_lock, None),
     (check_cancelled_waiters_leave_nothing, None),
     (check_cancelled_body_releases, None),
+    (check_old_holder_cannot_touch_new_holder, None),
+    (check_deadlines_count_from_the_send, None),
     (check_fifo, Capability.FAIR),
+    (check_no_barging_after_expiry, Capability.FAIR),
 )
 
 

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import pytest
 
 import lockkit
-from lockkit.testing import CHECKS, ClientFactory
+from lockkit.testing import CHECKS, ClientFactory, check_backend
 
 BACKENDS = [
     pytest.param("memory", id="memory"),
@@ -53,3 +53,9 @@ async def test_conformance(factory: ClientFactory, check, needs) -> None:
     if needs is not None and needs not in type(factory().backend).capabilities:
         pytest.skip(f"backend does not declare {needs}")
     await check(factory, f"t-{uuid.uuid4().hex[:6]}:")
+
+
+async def test_check_backend_runs_the_whole_suite() -> None:
+    url = f"memory://check-backend-{uuid.uuid4().hex[:8]}"
+    skipped = await check_backend(lambda: lockkit.connect(url))
+    assert skipped == []
