@@ -13,6 +13,7 @@ help:
 	@echo "make deps       install + the servers the tests run (Redis, ZooKeeper, etcd, Kafka)"
 	@echo "make test       the whole test suite, installing whatever it needs first"
 	@echo "make lint       ruff check, ruff format --check, mypy --strict"
+	@echo "make mutants    deliberate bugs the tests must catch; fails if one survives"
 	@echo "make demo       inventory demo on the embedded memory:// backend (URL=... for another)"
 	@echo "make bench      benchmarks, JSON into benchmarks/results/"
 	@echo "make bench-compare BASELINE=<git ref> [COMPARE_ARGS=--quick]"
@@ -49,6 +50,9 @@ test: deps
 
 test-unit: install
 	$(PY) -m pytest tests/unit tests/contract -m "not redis and not redlock and not zookeeper and not etcd and not kafka and not sql" $(PYTEST_ARGS)
+
+mutants: deps
+	$(PY) scripts/mutants.py $(MUTANTS)
 
 demo: install
 	$(PY) -m lockkit demo $(if $(URL),--url '$(URL)',)

@@ -42,7 +42,7 @@ Primitive = Literal["acquire", "release", "extend", "inspect", "ping"]
 
 @dataclasses.dataclass(slots=True)
 class _Fault:
-    kind: Literal["fail", "lose_reply", "delay", "hang"]
+    kind: Literal["fail", "lose_reply", "delay", "delay_reply", "hang"]
     seconds: float = 0.0
     times: int | None = None
 
@@ -89,6 +89,12 @@ class FaultyBackend(Backend):
         for p in primitives:
             self._faults[p] = _Fault("delay", seconds)
 
+    def delay_reply(self, seconds: float, *primitives: Primitive) -> None:
+        """Let the server apply the call at once, and deliver its reply ``seconds`` later
+        (on the client's clock, so a VirtualClock test can jump over it)."""
+        for p in primitives:
+            self._faults[p] = _Fault("delay_reply", seconds)
+
     def hang(self, *primitives: Primitive) -> None:
         """Block calls (before they reach the server) until :meth:`heal`."""
         for p in primitives:
@@ -113,16 +119,19 @@ class FaultyBackend(Backend):
         if fault.kind == "fail":
             raise BackendUnavailable(f"injected fault: {primitive} failed")
         if fault.kind == "delay":
-            await anyio.sleep(fault.seconds)
+            await self.clock.sleep_until(self.clock.now() + fault.seconds)
         elif fault.kind == "hang":
             while self._faults.get(primitive) is fault:
                 await self._released.wait()
         return fault
 
-    @staticmethod
-    def _after(primitive: str, fault: _Fault | None) -> None:
-        if fault is not None and fault.kind == "lose_reply":
+    async def _after(self, primitive: str, fault: _Fault | None) -> None:
+        if fault is None:
+            return
+        if fault.kind == "lose_reply":
             raise BackendUnavailable(f"injected fault: the reply to {primitive} was lost")
+        if fault.kind == "delay_reply":
+            await self.clock.sleep_until(self.clock.now() + fault.seconds)
 
     # -- the backend -------------------------------------------------------------------
 
@@ -136,24 +145,24 @@ class FaultyBackend(Backend):
     async def ping(self) -> None:
         fault = await self._before("ping")
         await self.inner.ping()
-        self._after("ping", fault)
+        await self._after("ping", fault)
 
     async def acquire(self, claim: Claim, *, timeout: float | None) -> Grant:
         fault = await self._before("acquire")
         grant = await self.inner.acquire(claim, timeout=timeout)
-        self._after("acquire", fault)
+        await self._after("acquire", fault)
         return grant
 
     async def release(self, name: str, owner: str) -> bool:
         fault = await self._before("release")
         result = await self.inner.release(name, owner)
-        self._after("release", fault)
+        await self._after("release", fault)
         return result
 
     async def extend(self, name: str, owner: str, *, ttl: float) -> bool:
         fault = await self._before("extend")
         result = await self.inner.extend(name, owner, ttl=ttl)
-        self._after("extend", fault)
+        await self._after("extend", fault)
         return result
 
     async def extend_many(self, renewals: Sequence[Renewal]) -> list[bool | BaseException]:
@@ -165,7 +174,7 @@ class FaultyBackend(Backend):
     async def inspect(self, name: str) -> LockInfo:
         fault = await self._before("inspect")
         info = await self.inner.inspect(name)
-        self._after("inspect", fault)
+        await self._after("inspect", fault)
         return info
 
     def statistics(self) -> BackendStatistics:

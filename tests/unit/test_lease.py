@@ -11,7 +11,7 @@ import lockkit
 from lockkit import BackendUnavailable, LeaseState, LockClient, LockLostError
 from lockkit.abc import Backend, BackendContext, Claim, Grant, LockInfo, Renewal
 from lockkit.backends.memory import MemoryBackend
-from lockkit.testing import VirtualClock, pause_renewals
+from lockkit.testing import FaultyBackend, VirtualClock, pause_renewals
 
 
 class FlakyBackend(Backend):
@@ -186,3 +186,18 @@ async def test_virtual_clock_expiry_hands_over(clock: VirtualClock) -> None:
             assert not got
             await clock.advance(0.2)
         assert got and got[0] > int(first)
+
+
+async def test_a_renewal_counts_from_its_send_not_its_reply(clock: VirtualClock) -> None:
+    backend = FaultyBackend(MemoryBackend())
+    async with LockClient(backend, clock=clock) as locks:
+        lock = locks.lock("slow-reply", ttl=30)
+        await lock.acquire()
+        lease = lock.lease
+        assert lease is not None
+        backend.delay_reply(4.0, "extend")  # the server renews at once; the reply is late
+        await clock.advance(10)  # the renewal is sent at t=10 (ttl/3)
+        await clock.advance(5)  # and confirmed at t=14
+        assert lease.state is LeaseState.HELD
+        assert lease.safe_deadline == pytest.approx(10 + 30 - lease.drift)
+        await lock.release()

@@ -41,7 +41,7 @@ async def test_two_lock_objects_in_one_task_fail_at_once() -> None:
     async with lockkit.connect() as locks:
         async with locks.lock("x"):
             started = time.monotonic()
-            with pytest.raises(LockUsageError, match="already holds or waits"):
+            with anyio.fail_after(2), pytest.raises(LockUsageError, match="already holds or waits"):
                 await locks.lock("x").acquire()  # default timeout: forever
             assert time.monotonic() - started < 1
         async with locks.lock("x"):  # released: the name is free for this task again

@@ -1,0 +1,183 @@
+"""Deliberate bugs the test suite must catch: ``make mutants``.
+
+Each mutant replaces one exact piece of source text (found exactly once) with a broken
+version, runs the tests named for it, and expects them to FAIL. A mutant whose tests
+pass has survived: the suite has lost its teeth there, and this script exits 1. The
+source is restored after each mutant, whatever happens.
+
+Usage: python scripts/mutants.py [--list] [NAME_SUBSTRING ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFORMANCE = "tests/contract/test_conformance.py::test_conformance"
+
+
+@dataclasses.dataclass(frozen=True)
+class Mutant:
+    name: str
+    path: str
+    old: str
+    new: str
+    tests: tuple[str, ...]
+
+
+MUTANTS: tuple[Mutant, ...] = (
+    Mutant(
+        "memory release ignores the owner",
+        "lockkit/backends/memory.py",
+        "    async def release(self, name: str, owner: str) -> bool:\n"
+        "        now = self.clock.now()\n"
+        "        if (entry := self._held_by(name, owner, now)) is None:",
+        "    async def release(self, name: str, owner: str) -> bool:\n"
+        "        now = self.clock.now()\n"
+        "        if (entry := self._store.entries.get(name)) is None:",
+        (f"{CONFORMANCE}[memory-check_old_holder_cannot_touch_new_holder]",),
+    ),
+    Mutant(
+        "memory extend ignores the owner",
+        "lockkit/backends/memory.py",
+        "    async def extend(self, name: str, owner: str, *, ttl: float) -> bool:\n"
+        "        now = self.clock.now()\n"
+        "        if (entry := self._held_by(name, owner, now)) is None:",
+        "    async def extend(self, name: str, owner: str, *, ttl: float) -> bool:\n"
+        "        now = self.clock.now()\n"
+        "        if (entry := self._store.entries.get(name)) is None:",
+        (f"{CONFORMANCE}[memory-check_old_holder_cannot_touch_new_holder]",),
+    ),
+    Mutant(
+        "memory serves the newest waiter first",
+        "lockkit/backends/memory.py",
+        "            waiter = entry.queue.popleft()",
+        "            waiter = entry.queue.pop()",
+        (f"{CONFORMANCE}[memory-check_fifo]",),
+    ),
+    Mutant(
+        "memory tokens do not rise",
+        "lockkit/backends/memory.py",
+        "        self._store.counter += 1",
+        "        self._store.counter += 0",
+        (f"{CONFORMANCE}[memory-check_tokens_increase]",),
+    ),
+    Mutant(
+        "renewal confirmed from the reply time",
+        "lockkit/_core/_lease.py",
+        "                lease.confirm(started)",
+        "                lease.confirm(now)",
+        ("tests/unit/test_lease.py::test_a_renewal_counts_from_its_send_not_its_reply",),
+    ),
+    Mutant(
+        "no drift allowance in the safe deadline",
+        "lockkit/_core/_lease.py",
+        "        self.safe_deadline = started + self.ttl - self.drift",
+        "        self.safe_deadline = started + self.ttl",
+        ("tests/unit/test_lease.py::test_safe_deadline_accounts_for_drift",),
+    ),
+    Mutant(
+        "release forgets the hold only when the server confirms",
+        "lockkit/_core/_hold.py",
+        "        self.forget(acq)\n        backend = self.session.backend",
+        "        backend = self.session.backend",
+        (
+            "tests/unit/test_session.py::test_a_task_cancelled_inside_release_holds_nothing",
+            "tests/unit/test_session.py::test_async_with_leaves_nothing_held_when_release_fails",
+        ),
+    ),
+    Mutant(
+        "a loss waits for the release before reaching the caller",
+        "lockkit/_core/_hold.py",
+        "        if lease.lost:\n            # the caller hears of the loss now;",
+        "        if False:\n            # the caller hears of the loss now;",
+        ("tests/unit/test_session.py::test_loss_reaches_the_caller_when_the_body_is_cancelled",),
+    ),
+    Mutant(
+        "a new acquire does not ride out an outage",
+        "lockkit/_core/_waiting.py",
+        "                if asked - outage_since >= outage_grace or asked >= deadline:",
+        "                if True:",
+        ("tests/unit/test_waiting.py::test_a_short_outage_is_ridden_out",),
+    ),
+    Mutant(
+        "a waiter that times out stays queued",
+        "lockkit/_core/_waiting.py",
+        '        await cleanup.run(f"leave the queue of {name!r}", leave)\n',
+        "",
+        ("tests/unit/test_waiting.py::test_timeout_raises_and_leaves_the_queue",),
+    ),
+    Mutant(
+        "acquisitions keyed by nothing but the name (two objects in one task wait forever)",
+        "lockkit/_core/_hold.py",
+        "        session.occupy(task, self.name)\n",
+        "",
+        ("tests/unit/test_session.py::test_two_lock_objects_in_one_task_fail_at_once",),
+    ),
+)
+
+
+def run(mutant: Mutant, python: str) -> tuple[bool, float, str]:
+    """Apply ``mutant``, run its tests; True if they failed (the mutant was caught)."""
+    path = ROOT / mutant.path
+    original = path.read_text()
+    count = original.count(mutant.old)
+    if count != 1:
+        raise SystemExit(
+            f"mutant {mutant.name!r}: its source text occurs {count} times in {mutant.path}; "
+            "update scripts/mutants.py to the current code"
+        )
+    started = time.monotonic()
+    try:
+        path.write_text(original.replace(mutant.old, mutant.new))
+        result = subprocess.run(
+            [
+                python,
+                "-m",
+                "pytest",
+                "-x",
+                "-q",
+                "-p",
+                "no:cacheprovider",
+                "--timeout=60",
+                *mutant.tests,
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+    finally:
+        path.write_text(original)
+    tail = (result.stdout.strip().splitlines() or [""])[-1]
+    # 1: tests failed. Anything else (passed, none collected, a bad node id) is not a catch
+    return result.returncode == 1, time.monotonic() - started, tail
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("only", nargs="*", help="run mutants whose name contains one of these")
+    parser.add_argument("--list", action="store_true", help="list the mutants and exit")
+    args = parser.parse_args()
+    chosen = [m for m in MUTANTS if not args.only or any(s in m.name for s in args.only)]
+    if args.list:
+        for m in chosen:
+            print(f"{m.name}  ({m.path})")
+        return 0
+    survivors = []
+    for m in chosen:
+        caught, seconds, tail = run(m, sys.executable)
+        print(f"{'caught  ' if caught else 'SURVIVED'} {seconds:5.1f}s  {m.name}  [{tail}]")
+        if not caught:
+            survivors.append(m.name)
+    print(f"{len(chosen) - len(survivors)} of {len(chosen)} mutants caught")
+    return 1 if survivors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
