@@ -9,7 +9,7 @@ from typing import ClassVar, Generic, TypeVar, final
 
 from .._core._names import validate_name
 from .._core._token import FencingToken
-from ..abc import Fence, Guard, check_fence
+from ..abc import Fence, Guard, GuardCapability, check_fence
 
 __all__ = ("MemoryGuard",)
 
@@ -27,6 +27,9 @@ class MemoryGuard(Guard[ValueT], Generic[ValueT]):
     """
 
     kind: ClassVar[str] = "memory"
+    capabilities: ClassVar[frozenset[GuardCapability]] = frozenset(
+        {GuardCapability.READ, GuardCapability.CHECK}
+    )
 
     def __init__(self) -> None:
         self._values: dict[str, ValueT] = {}
