@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import assert_type
 
 import lockkit
-from lockkit.abc import Fence, LockInfo
+from lockkit.abc import BackendStatistics, Fence, LockInfo
 from lockkit.backends.memory import MemoryBackend
 from lockkit.guards.memory import MemoryGuard
 from lockkit.testing import VirtualClock
@@ -30,12 +30,20 @@ async def usage() -> None:
         assert_type(lock.statistics(), lockkit.LockStatistics)
         await lock.extend(10)
         await lock.release()
+        assert_type(await locks.ping(), float)
+        stats = locks.statistics()
+        assert_type(stats, lockkit.ClientStatistics)
+        assert_type(stats.backend, BackendStatistics)
+        assert_type(stats.backend.requests["acquire"], int)
     client = lockkit.LockClient(MemoryBackend())
     assert_type(client.backend.kind, str)
     try:
         pass
     except lockkit.LockTimeout as exc:
         assert_type(exc.timeout, float)
+    except lockkit.LockUsageError as exc:
+        runtime: RuntimeError = exc  # also a RuntimeError, and a LockError
+        assert_type(runtime, RuntimeError)
     except lockkit.StaleTokenError as exc:
         assert_type(exc.offered, int)
         assert_type(exc.current, int | None)
