@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import secrets
 import weakref
 from types import TracebackType
@@ -34,6 +35,8 @@ from ._session import Session, current_task
 from ._token import FencingToken
 
 __all__ = ("RELEASE_TIMEOUT", "Acquisition", "Holds", "OnLost", "new_owner_id")
+
+logger = logging.getLogger("lockkit")
 
 #: What ``async with`` does when the lease is lost while the body runs:
 #: ``"cancel"`` cancels the body, ``"raise"`` lets it run to the end. Both then raise
@@ -213,8 +216,8 @@ class Holds:
         for acq in list(self._live.values()):
             try:
                 await self.release(acq, lost_ok=True)
-            except BackendUnavailable:
-                pass  # retried by the cleanup until the client closes
+            except BackendUnavailable as exc:  # the lease expires on the server
+                logger.warning("could not release lock %r on close: %s", self.name, exc)
 
     # -- async with --------------------------------------------------------------------
 
