@@ -18,6 +18,7 @@ from ._core._backend import BackendContext as BackendContext
 from ._core._backend import BackendStatistics as BackendStatistics
 from ._core._backend import Capability as Capability
 from ._core._backend import Claim as Claim
+from ._core._backend import CleanupQueue as CleanupQueue
 from ._core._backend import Grant as Grant
 from ._core._backend import HolderInfo as HolderInfo
 from ._core._backend import LockInfo as LockInfo
@@ -35,6 +36,7 @@ __all__ = (
     "Capability",
     "Claim",
     "Cleanup",
+    "CleanupQueue",
     "Fence",
     "Grant",
     "Guard",

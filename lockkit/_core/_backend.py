@@ -15,21 +15,22 @@ import abc
 import dataclasses
 import enum
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar, final
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, final
 
 from ._clock import Clock
 from ._errors import LockUsageError
 
 if TYPE_CHECKING:
     from ._url import LockURL
-    from ._waiting import Cleanup
 
 __all__ = (
+    "Action",
     "Backend",
     "BackendContext",
     "BackendStatistics",
     "Capability",
     "Claim",
+    "CleanupQueue",
     "Grant",
     "HolderInfo",
     "LockInfo",
@@ -167,6 +168,28 @@ class BackendStatistics:
         return sum(self.requests.values())
 
 
+#: An undo action (leave a queue, release a lock): a coroutine factory, so that it can be
+#: run again on retry.
+Action = Callable[[], Awaitable[object]]
+
+
+class CleanupQueue(Protocol):
+    """Where a backend sends undo actions that must reach the server (the client's
+    :class:`lockkit.abc.Cleanup` is the implementation)."""
+
+    @property
+    def pending(self) -> int: ...
+
+    async def run(self, what: str, action: Action, keep: float | None = None) -> bool:
+        """Run ``action`` now, shielded from cancellation and bounded; on failure it is
+        retried in the background. True if it succeeded now."""
+        ...
+
+    def defer(self, what: str, action: Action, *, keep: float | None = None) -> None:
+        """Retry ``action`` in the background until it succeeds or ``keep`` passes."""
+        ...
+
+
 @final
 @dataclasses.dataclass(frozen=True, slots=True)
 class BackendContext:
@@ -177,12 +200,12 @@ class BackendContext:
         start_soon: starts a background task in the client's task group; it is
             cancelled when the client closes, after the backend's ``aclose``-time
             cleanup has run.
-        cleanup: shielded, bounded, retried cleanups (see :class:`Cleanup`).
+        cleanup: shielded, bounded, retried undo actions (see :class:`CleanupQueue`).
     """
 
     clock: Clock
     start_soon: Callable[..., object]
-    cleanup: Cleanup
+    cleanup: CleanupQueue
 
 
 class Backend(abc.ABC):
@@ -283,7 +306,3 @@ class Backend(abc.ABC):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__}>"
-
-
-#: An awaitable factory: a cleanup action that can be run again on retry.
-Action = Callable[[], Awaitable[object]]

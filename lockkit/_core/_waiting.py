@@ -24,7 +24,7 @@ from typing import final
 
 import anyio
 
-from ._backend import Action, Grant
+from ._backend import Action, CleanupQueue, Grant
 from ._clock import Clock
 from ._errors import BackendUnavailable, LockTimeout
 
@@ -186,7 +186,7 @@ async def wait_turn(
     owner: str,
     room: WaitRoom,
     clock: Clock,
-    cleanup: Cleanup,
+    cleanup: CleanupQueue,
     leave: Action,
     timeout: float | None,
     fallback: float,
