@@ -107,6 +107,11 @@ async def _redis_url() -> AsyncIterator[str]:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+def _requests(backend: RedisBackend) -> Counter[str]:
+    """Requests the backend sent so far, by kind (script or command)."""
+    return Counter(backend.statistics().requests)
+
+
 async def _commandstats(conn: aioredis.Redis) -> Counter[str]:
     stats = await conn.info("commandstats")
     return Counter({name: int(entry["calls"]) for name, entry in stats.items()})
@@ -291,12 +296,12 @@ class _Suite:
 
                 runners["pottery_aioredlock"] = lambda d: rate(pottery_cycle, d)
 
-            calls_before = sum(backend.calls.values())
+            calls_before = backend.statistics().total_requests
             best: dict[str, list[float]] = {key: [] for key in runners}
             for _ in range(rounds):
                 for key, runner in runners.items():
                     best[key].append(await runner(self.duration / 2))
-            scripts = (sum(backend.calls.values()) - calls_before) / max(1, lockkit_cycles)
+            scripts = (backend.statistics().total_requests - calls_before) / max(1, lockkit_cycles)
 
         self.uncontended = {key: max(values) for key, values in best.items()}
         self.floor = floor = self.uncontended.pop("floor")
@@ -345,9 +350,9 @@ class _Suite:
             name = f"{self.base}:contended:{tasks}"
             async with lockkit.connect(self.url) as a, lockkit.connect(self.url) as b:
                 backends = [a.backend, b.backend]
-                before = sum(sum(getattr(x, "calls", {}).values()) for x in backends)
+                before = sum(x.statistics().total_requests for x in backends)
                 figures = await contended([a, b], name, tasks, self.duration)
-                after = sum(sum(getattr(x, "calls", {}).values()) for x in backends)
+                after = sum(x.statistics().total_requests for x in backends)
             figures["scripts_per_acquisition"] = (after - before) / max(1, figures["acquisitions"])
             figures["x_floor"] = figures["acquisitions_per_s"] / self.floor
             self.contended[("lockkit", tasks)] = figures["acquisitions_per_s"]
@@ -438,7 +443,7 @@ class _Suite:
 
                 await lock.acquire()
                 queued_at = time.perf_counter()
-                fill_calls_before = Counter(backend.calls)
+                fill_calls_before = _requests(backend)
                 async with anyio.create_task_group() as tg:
                     for _ in range(waiters):
                         tg.start_soon(waiter)
@@ -468,18 +473,18 @@ class _Suite:
                         )
                     except redis.RedisError:  # CLIENT LIST may be forbidden
                         pubsub_conns = math.nan
-                    fill_calls = Counter(backend.calls)
+                    fill_calls = _requests(backend)
                     fill_calls.subtract(fill_calls_before)
 
                     # window 1: INFO commandstats before/after; nothing else attached
                     stats_before = await _commandstats(conn)
-                    calls_before = Counter(backend.calls)
+                    calls_before = _requests(backend)
                     started = last_release = time.perf_counter()
                     await lock.release()
                     await reached[counted].wait()
                     elapsed = time.perf_counter() - started
                     stats_after = await _commandstats(conn)
-                    calls = Counter(backend.calls)
+                    calls = _requests(backend)
                     calls.subtract(calls_before)
                     delta = stats_after.copy()
                     delta.subtract(stats_before)
@@ -505,7 +510,8 @@ class _Suite:
                     cancel_started = time.perf_counter()
                     tg.cancel_scope.cancel()
                 cancel_s = time.perf_counter() - cancel_started
-                keys = backend.keys(name).all
+                lock_keys = backend.keys(name)
+                keys = [lock_keys.owner, lock_keys.fence, lock_keys.queue, lock_keys.liveness]
                 left = [k for k in keys if not k.endswith(":f") and await conn.exists(k)]
                 left_detail = [
                     f"{k} ({_text(await conn.type(k))}, pttl {await conn.pttl(k)} ms)" for k in left
@@ -589,7 +595,7 @@ class _Suite:
             async with lockkit.connect(self.url) as client:
                 backend = client.backend
                 assert isinstance(backend, RedisBackend)
-                watchdog = client._watchdog
+                watchdog = client.session.watchdog
                 assert watchdog is not None
 
                 async def take(prefix: str) -> list[lockkit.Lock]:
@@ -647,12 +653,12 @@ class _Suite:
                 started = time.perf_counter()
                 locks = await take(f"{self.base}:held:r")
                 acquire_s = time.perf_counter() - started
-                extend_before = backend.calls.get("extend", 0)
+                extend_before = backend.statistics().requests.get("extend", 0)
                 batches_before = watchdog.renewal_calls
                 window_start = time.perf_counter()
                 await anyio.sleep(max(3.0, self.duration))
                 window = time.perf_counter() - window_start
-                extend_scripts = backend.calls.get("extend", 0) - extend_before
+                extend_scripts = backend.statistics().requests.get("extend", 0) - extend_before
                 batches = watchdog.renewal_calls - batches_before
                 still_held = client.held_count
                 started = time.perf_counter()

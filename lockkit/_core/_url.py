@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import math
-from collections.abc import Callable, Mapping
-from typing import Any, final
+from collections.abc import Mapping
+from typing import final
 from urllib.parse import parse_qsl, quote, unquote
 
 from ._errors import ConfigurationError
 
-__all__ = ("LockURL", "OptionSpec", "parse_url", "resolve_options")
+__all__ = ("LockURL", "parse_url")
 
 
 @final
@@ -104,59 +103,3 @@ def _parse_host(text: str, scheme: str) -> tuple[str, int | None]:
             f"port {port_text!r} of host {host!r} in a {scheme}:// URL is not a number in 1..65535"
         )
     return host, int(port_text)
-
-
-#: An option's converter: takes the value given (a string from the query, or any object
-#: given as a keyword) and returns the converted value or raises ValueError/TypeError.
-OptionSpec = Mapping[str, Callable[[Any], Any]]
-
-
-def resolve_options(
-    kind: str, spec: OptionSpec, query: Mapping[str, str], given: Mapping[str, Any]
-) -> dict[str, Any]:
-    """Merge query-string and keyword options (keywords win), converting each with
-    ``spec``; unknown names are errors that list the known ones."""
-    merged: dict[str, Any] = {**query, **given}
-    unknown = sorted(set(merged) - set(spec))
-    if unknown:
-        raise ConfigurationError(
-            f"unknown option{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} "
-            f"for the {kind} backend; known options: {', '.join(sorted(spec)) or 'none'}"
-        )
-    out: dict[str, Any] = {}
-    for key, value in merged.items():
-        try:
-            out[key] = spec[key](value)
-        except (TypeError, ValueError) as exc:
-            raise ConfigurationError(
-                f"option {key!r} of the {kind} backend: {exc or 'invalid value'}"
-            ) from None
-    return out
-
-
-def as_bool(value: object) -> bool:
-    """Option converter for booleans: accepts bools and the usual strings."""
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in {"1", "true", "yes", "on"}:
-        return True
-    if text in {"0", "false", "no", "off"}:
-        return False
-    raise ValueError(f"expected true/false, got {value!r}")
-
-
-def as_seconds(value: object) -> float:
-    """Option converter for a positive, finite number of seconds."""
-    result = float(value)  # type: ignore[arg-type]
-    if not result > 0 or math.isinf(result):
-        raise ValueError(f"expected a positive number of seconds, got {value!r}")
-    return result
-
-
-def as_positive_int(value: object) -> int:
-    """Option converter for a positive integer."""
-    result = value if isinstance(value, int) else int(str(value))
-    if result <= 0:
-        raise ValueError(f"expected a positive integer, got {value!r}")
-    return result

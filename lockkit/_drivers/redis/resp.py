@@ -1,13 +1,17 @@
-"""A small, pipelined Redis connection for the lock hot path.
+"""A small, pipelined Redis connection for the lock hot path, and a subscriber.
 
 Every lock operation is one ``EVALSHA``. Going through a general-purpose client costs
 more in Python than the round trip itself on a local network, so the Redis backend
-sends its scripts over this connection: one socket, requests written as soon as they
-are made, replies parsed by hiredis and matched to callers in order. Many concurrent
-callers therefore share one connection and their requests travel together.
+sends its scripts over :class:`RespConnection`: one socket, requests written as soon as
+they are made, replies parsed by hiredis and matched to callers in order. Many
+concurrent callers therefore share one connection and their requests travel together.
 
 A caller that is cancelled while waiting leaves its slot in the queue; the reply is
 read and dropped when it arrives, so cancellation never desynchronises the stream.
+
+:class:`PubSubConnection` is the same protocol in subscribe mode (sharded wake-ups on
+Cluster). Both open their socket, TLS and ``AUTH`` through one routine, :func:`_open`,
+and share one reply protocol, :class:`_ReplyProtocol`.
 """
 
 from __future__ import annotations
@@ -17,12 +21,17 @@ import collections
 import dataclasses
 import hashlib
 import ssl
-from collections.abc import Callable, Sequence
-from typing import Any, final
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar, final
 
 import hiredis
 
+if TYPE_CHECKING:
+    from ..._core._options import TlsOptions
+
 __all__ = (
+    "Address",
+    "Arg",
     "ConnectOptions",
     "Encoded",
     "NotSentError",
@@ -37,14 +46,20 @@ class RespError(Exception):
     """An error reply from the server (``-ERR ...``)."""
 
 
+class NotSentError(ConnectionError):
+    """The connection could not be made: the command was not sent, so retrying is safe."""
+
+
 @final
 @dataclasses.dataclass(frozen=True, slots=True)
 class ConnectOptions:
-    """How to reach and log in to a server; shared by both connection kinds."""
+    """How to reach and log in to a server; shared by every connection kind."""
 
     username: str | None = None
     password: str | None = dataclasses.field(default=None, repr=False)
-    ssl_context: ssl.SSLContext | None = None
+    #: the TLS settings (``rediss://``) and the context made from them
+    tls: TlsOptions | None = None
+    ssl_context: ssl.SSLContext | None = dataclasses.field(default=None, repr=False)
     connect_timeout: float = 5.0
     #: seconds a command may wait for its reply
     timeout: float = 5.0
@@ -54,10 +69,6 @@ class ConnectOptions:
         if self.password is None:
             return None
         return ["AUTH", *([self.username] if self.username else []), self.password]
-
-
-class NotSentError(ConnectionError):
-    """The connection could not be made: the command was not sent, so retrying is safe."""
 
 
 @final
@@ -85,6 +96,8 @@ class Encoded:
 
 
 Arg = bytes | str | int | float | Encoded
+#: Where to connect, asked at every (re)connect (a Sentinel looks the primary up again).
+Address = Callable[[], Awaitable[tuple[str, int]]]
 
 
 def _encode(args: Sequence[Arg]) -> bytes:
@@ -110,32 +123,37 @@ def _encode(args: Sequence[Arg]) -> bytes:
     return b"".join(parts)
 
 
-class _Protocol(asyncio.Protocol):
-    def __init__(self, on_lost: Any, timeout: float) -> None:
+class _ReplyProtocol(asyncio.Protocol):
+    """Requests written at once, replies matched to them in order. No reply within
+    ``timeout`` seconds drops the connection and fails every caller."""
+
+    def __init__(self, timeout: float) -> None:
         self.reader = hiredis.Reader(replyError=RespError)
-        self.pending: collections.deque[asyncio.Future[Any]] = collections.deque()
+        #: one entry per request in flight; None for a reply nobody waits for
+        self.pending: collections.deque[asyncio.Future[Any] | None] = collections.deque()
         self.sent_at: collections.deque[float] = collections.deque()
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.timeout = timeout
         self.timer: asyncio.TimerHandle | None = None
         self.loop = asyncio.get_running_loop()
-        self._on_lost = on_lost
 
     def send(self, data: bytes) -> asyncio.Future[Any]:
         """Write one request; its reply resolves the returned future."""
+        fut = self.loop.create_future()
+        self.post(data, fut)
+        return fut
+
+    def post(self, data: bytes, fut: asyncio.Future[Any] | None) -> None:
         if self.closed or self.transport is None:
             raise ConnectionError("connection to Redis lost")
-        fut = self.loop.create_future()
         self.transport.write(data)
         self.pending.append(fut)
         self.sent_at.append(self.loop.time())
         if self.timer is None:
             self.timer = self.loop.call_later(self.timeout, self._check)
-        return fut
 
     def _check(self) -> None:
-        """No reply for ``timeout`` seconds: drop the connection, failing every caller."""
         self.timer = None
         if not self.sent_at:
             return
@@ -150,6 +168,11 @@ class _Protocol(asyncio.Protocol):
         if self.transport is not None:
             self.transport.abort()
 
+    def close(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
     def _fail(self, exc: Exception) -> None:
         self.closed = True
         if self.timer is not None:
@@ -158,7 +181,7 @@ class _Protocol(asyncio.Protocol):
         self.sent_at.clear()
         while self.pending:
             fut = self.pending.popleft()
-            if not fut.done():
+            if fut is not None and not fut.done():
                 fut.set_exception(exc)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -167,19 +190,55 @@ class _Protocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.reader.feed(data)
-        pending = self.pending
-        sent_at = self.sent_at
         while (reply := self.reader.gets()) is not False:
-            fut = pending.popleft()
-            sent_at.popleft()
-            if not fut.done():
-                if isinstance(reply, RespError):
-                    fut.set_exception(reply)
-                else:
-                    fut.set_result(reply)
+            self.reply(reply)
+
+    def reply(self, reply: Any) -> None:
+        """One reply: resolve the oldest request's future."""
+        fut = self.pending.popleft()
+        self.sent_at.popleft()
+        if fut is not None and not fut.done():
+            if isinstance(reply, RespError):
+                fut.set_exception(reply)
+            else:
+                fut.set_result(reply)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._fail(ConnectionError(f"connection to Redis lost: {exc or 'closed by the server'}"))
+
+
+P = TypeVar("P", bound=_ReplyProtocol)
+
+
+async def _open(
+    host: str,
+    port: int,
+    options: ConnectOptions,
+    factory: Callable[[], P],
+    hello: Sequence[list[Arg]] = (),
+) -> P:
+    """Connect (TLS if configured), log in, then send ``hello``; closed again if any of
+    it fails or is cancelled."""
+    loop = asyncio.get_running_loop()
+    async with asyncio.timeout(options.connect_timeout):
+        _, protocol = await loop.create_connection(factory, host, port, ssl=options.ssl_context)
+    auth = options.auth_command()
+    try:
+        for command in [auth, *hello] if auth is not None else hello:
+            await protocol.send(_encode(command))
+    except BaseException:
+        protocol.close()
+        raise
+    return protocol
+
+
+class _Protocol(_ReplyProtocol):
+    def __init__(self, on_lost: Callable[[_Protocol], None], timeout: float) -> None:
+        super().__init__(timeout)
+        self._on_lost = on_lost
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
         self._on_lost(self)
 
 
@@ -187,11 +246,12 @@ class _Protocol(asyncio.Protocol):
 class RespConnection:
     """One lazily (re)connected socket to one Redis server.
 
-    ``address`` is a callable returning ``(host, port)``, asked at every (re)connect, so
-    a Sentinel-resolved primary is looked up again after a failover.
+    ``address`` is asked at every (re)connect, so a Sentinel-resolved primary is looked
+    up again after a failover. A connection whose opener was cancelled is adopted when
+    it completes (or closed, if this object was closed meanwhile): nothing leaks.
     """
 
-    def __init__(self, address: Any, options: ConnectOptions, *, db: int = 0) -> None:
+    def __init__(self, address: Address, options: ConnectOptions, *, db: int = 0) -> None:
         self._address = address
         self._options = options
         self._db = db
@@ -202,48 +262,41 @@ class RespConnection:
     async def _connect(self) -> _Protocol:
         host, port = await self._address()
         options = self._options
-        loop = asyncio.get_running_loop()
-        async with asyncio.timeout(options.connect_timeout):
-            _, protocol = await loop.create_connection(
-                lambda: _Protocol(self._lost, options.timeout), host, port, ssl=options.ssl_context
-            )
-        assert isinstance(protocol, _Protocol)
-        hello: list[list[Arg]] = []
-        if (auth := options.auth_command()) is not None:
-            hello.append(auth)
-        if self._db:
-            hello.append(["SELECT", self._db])
-        try:
-            for command in hello:
-                await protocol.send(_encode(command))
-        except BaseException:
-            if protocol.transport is not None:
-                protocol.transport.close()
-            raise
-        return protocol
+        hello: list[list[Arg]] = [["SELECT", self._db]] if self._db else []
+        return await _open(
+            host, port, options, lambda: _Protocol(self._lost, options.timeout), hello
+        )
 
     def _lost(self, protocol: _Protocol) -> None:
         if self._protocol is protocol:
             self._protocol = None
+
+    def _connected(self, task: asyncio.Task[_Protocol]) -> None:
+        """Adopt what a connect task made, whether or not anyone still waits for it."""
+        if self._connecting is task:
+            self._connecting = None
+        if task.cancelled() or task.exception() is not None:
+            return  # the exception is retrieved: the waiters get it through shield()
+        protocol = task.result()
+        if self._closed:
+            protocol.close()
+        else:
+            self._protocol = protocol
 
     async def _get(self) -> _Protocol:
         protocol = self._protocol
         if protocol is not None and not protocol.closed:
             return protocol
         if self._closed:
-            raise ConnectionError("the connection is closed")
-        if self._connecting is None:
-            self._connecting = asyncio.ensure_future(self._connect())
+            raise NotSentError("the connection is closed")
         task = self._connecting
+        if task is None:
+            task = self._connecting = asyncio.ensure_future(self._connect())
+            task.add_done_callback(self._connected)
         try:
-            protocol = await asyncio.shield(task)
+            return await asyncio.shield(task)
         except (OSError, TimeoutError) as exc:
             raise NotSentError(str(exc) or type(exc).__name__) from exc
-        finally:
-            if task.done() and self._connecting is task:
-                self._connecting = None
-        self._protocol = protocol
-        return protocol
 
     async def execute(self, *args: Arg) -> Any:
         """Send one command and return its reply (error replies raise RespError)."""
@@ -272,40 +325,33 @@ class RespConnection:
     async def aclose(self) -> None:
         self._closed = True
         if self._connecting is not None:
-            self._connecting.cancel()
-            self._connecting = None
+            self._connecting.cancel()  # _connected closes it if it completes anyway
         protocol, self._protocol = self._protocol, None
-        if protocol is not None and protocol.transport is not None:
-            protocol.transport.close()
+        if protocol is not None:
+            protocol.close()
 
     def __repr__(self) -> str:
         state = "connected" if self._protocol is not None else "idle"
         return f"<RespConnection {state}>"
 
 
-class _PubSubProtocol(asyncio.Protocol):
-    """A connection in subscribe mode: replies to our commands come back in order,
-    interleaved with pushed messages."""
+class _PubSubProtocol(_ReplyProtocol):
+    """Subscribe mode: replies to our commands come back in order, interleaved with
+    pushed messages and with unsubscriptions the server made on its own."""
 
-    def __init__(self, owner: PubSubConnection) -> None:
+    def __init__(self, owner: PubSubConnection, timeout: float) -> None:
+        super().__init__(timeout)
         self.owner = owner
-        self.reader = hiredis.Reader(replyError=RespError)
-        self.transport: asyncio.Transport | None = None
-        #: commands awaiting their reply: (kind, channel) and the future to resolve
-        self.pending: collections.deque[tuple[bytes, bytes, asyncio.Future[Any] | None]] = (
-            collections.deque()
-        )
+        #: (kind, channel) of each command in flight, to tell our unsubscribes from kicks
+        self.asked: collections.deque[tuple[bytes, bytes]] = collections.deque()
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+    def post(
+        self, data: bytes, fut: asyncio.Future[Any] | None, asked: tuple[bytes, bytes] = (b"", b"")
+    ) -> None:
+        super().post(data, fut)
+        self.asked.append(asked)
 
-    def data_received(self, data: bytes) -> None:
-        self.reader.feed(data)
-        while (reply := self.reader.gets()) is not False:
-            self._dispatch(reply)
-
-    def _dispatch(self, reply: Any) -> None:
+    def reply(self, reply: Any) -> None:
         if isinstance(reply, list) and reply and reply[0] in (b"message", b"smessage"):
             self.owner.on_message(reply[1], reply[2])
             return
@@ -313,26 +359,18 @@ class _PubSubProtocol(asyncio.Protocol):
             isinstance(reply, list)
             and reply
             and reply[0] in (b"unsubscribe", b"sunsubscribe")
-            and not (self.pending and self.pending[0][:2] == (reply[0], reply[1]))
+            and not (self.asked and self.asked[0] == (reply[0], reply[1]))
         ):
             self.owner.on_kicked(reply[1])  # the server dropped it (slot moved away)
             return
         if not self.pending:  # pragma: no cover - nothing we asked for
             return
-        _, _, fut = self.pending.popleft()
-        if fut is not None and not fut.done():
-            if isinstance(reply, RespError):
-                fut.set_exception(reply)
-            else:
-                fut.set_result(reply)
+        self.asked.popleft()
+        super().reply(reply)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        error = ConnectionError(f"pub/sub connection lost: {exc or 'closed by the server'}")
-        while self.pending:
-            _, _, fut = self.pending.popleft()
-            if fut is not None and not fut.done():
-                fut.set_exception(error)
-        self.owner.on_lost(error)
+        super().connection_lost(exc)
+        self.owner.on_lost(ConnectionError(f"pub/sub connection lost: {exc or 'closed'}"))
 
 
 @final
@@ -362,45 +400,31 @@ class PubSubConnection:
         self._protocol: _PubSubProtocol | None = None
 
     async def connect(self) -> None:
-        loop = asyncio.get_running_loop()
-        async with asyncio.timeout(self._options.connect_timeout):
-            _, protocol = await loop.create_connection(
-                lambda: _PubSubProtocol(self), *self.address, ssl=self._options.ssl_context
-            )
-        assert isinstance(protocol, _PubSubProtocol)
-        self._protocol = protocol
-        if (auth := self._options.auth_command()) is not None:
-            try:
-                await self._call(b"auth", b"", auth)
-            except BaseException:
-                self.close()
-                raise
+        timeout = self._options.timeout
+        self._protocol = await _open(
+            *self.address, self._options, lambda: _PubSubProtocol(self, timeout)
+        )
 
-    async def _call(self, kind: bytes, channel: bytes, args: Sequence[Arg]) -> Any:
+    def _post(self, kind: bytes, channel: bytes, fut: asyncio.Future[Any] | None) -> bool:
         protocol = self._protocol
-        if protocol is None or protocol.transport is None or protocol.transport.is_closing():
-            raise ConnectionError("pub/sub connection lost")
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        protocol.pending.append((kind, channel, fut))
-        protocol.transport.write(_encode(args))
-        async with asyncio.timeout(self._options.timeout):
-            return await fut
+        if protocol is None or protocol.closed:
+            return False
+        protocol.post(_encode([kind.upper(), channel]), fut, (kind, channel))
+        return True
 
     async def subscribe(self, channel: bytes, *, sharded: bool) -> None:
         """Subscribe and return once the server confirmed (errors such as MOVED raise)."""
         kind = b"ssubscribe" if sharded else b"subscribe"
-        await self._call(kind, channel, [kind.upper(), channel])
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        if not self._post(kind, channel, fut):
+            raise ConnectionError("pub/sub connection lost")
+        await fut
 
     def unsubscribe(self, channel: bytes, *, sharded: bool) -> None:
         """Ask to unsubscribe; the confirmation is not awaited."""
-        protocol = self._protocol
-        if protocol is None or protocol.transport is None or protocol.transport.is_closing():
-            return
-        kind = b"sunsubscribe" if sharded else b"unsubscribe"
-        protocol.pending.append((kind, channel, None))
-        protocol.transport.write(_encode([kind.upper(), channel]))
+        self._post(b"sunsubscribe" if sharded else b"unsubscribe", channel, None)
 
     def close(self) -> None:
         protocol, self._protocol = self._protocol, None
-        if protocol is not None and protocol.transport is not None:
-            protocol.transport.close()
+        if protocol is not None:
+            protocol.close()

@@ -1,0 +1,445 @@
+"""Where the Redis of a backend is, and how to talk to it.
+
+A topology is a frozen, inert value (configuration only; nothing happens until
+:meth:`open`): :class:`Single`, :class:`Sentinel`, :class:`Cluster` or
+:class:`AppClient` (the application's own client). Each knows
+
+* ``open(options) -> Executor``: the live object that runs scripts and commands (and
+  has ``aclose``), and makes the wake-up listener that fits it;
+* ``wake_kind``: how the scripts wake a waiter (the Lua flag);
+* ``group_of(key)``: which keys one script call may take together (the Cluster slot;
+  None where any keys may go together).
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import bisect
+import contextlib
+import dataclasses
+import enum
+import random
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, final
+
+import redis.asyncio as aioredis
+import redis.exceptions as redis_errors
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.sentinel import Sentinel as RedisPySentinel
+from redis.crc import key_slot
+
+from ..._core._errors import ConfigurationError
+from .errors import is_refused
+from .resp import (
+    Address,
+    Arg,
+    ConnectOptions,
+    Encoded,
+    NotSentError,
+    RespConnection,
+    RespError,
+    Script,
+)
+
+if TYPE_CHECKING:
+    from .wakeups import Listen, Subscriber, Wakeups
+
+__all__ = (
+    "AppClient",
+    "Cluster",
+    "ClusterExecutor",
+    "Executor",
+    "Sentinel",
+    "Single",
+    "Topology",
+    "WakeKind",
+)
+
+Node = tuple[str, int]
+
+
+class WakeKind(enum.Enum):
+    """How a script wakes the next waiter; the value is the scripts' flag."""
+
+    #: The script returns whom to wake and the backend PUBLISHes (on a Cluster reached
+    #: through redis-py, where a script's PUBLISH would stay on its node).
+    RETURN = b"0"
+    #: The script PUBLISHes on the waiter's client channel.
+    PUBLISH = b"1"
+    #: The script SPUBLISHes on the lock's own channel for that client, in its slot.
+    SPUBLISH = b"2"
+
+
+def _slot(key: str) -> int:
+    return key_slot(key.encode())
+
+
+# -- executors: the live side -------------------------------------------------------------
+
+
+class Executor(abc.ABC):
+    """Runs scripts and commands on whatever connects lockkit to Redis."""
+
+    @abc.abstractmethod
+    async def evalsha(self, script: Script, keys: Sequence[Arg], args: Sequence[Arg]) -> Any:
+        """Run ``script`` (loading it if needed); driver errors propagate."""
+
+    @abc.abstractmethod
+    async def execute(self, *args: Arg) -> Any:
+        """Run one command."""
+
+    @abc.abstractmethod
+    def wakeups(self, listen: Listen) -> Wakeups:
+        """The listener that hears what the scripts send with this topology's wake kind."""
+
+    async def aclose(self) -> None:  # noqa: B027 - nothing to close by default
+        """Close what this executor opened (never the application's client)."""
+
+
+def _redis_py(options: ConnectOptions) -> dict[str, Any]:
+    """redis-py keyword arguments for the same login and TLS as lockkit's connections."""
+    kwargs: dict[str, Any] = {
+        "username": options.username,
+        "password": options.password,
+        "socket_timeout": options.timeout,
+        "socket_connect_timeout": options.connect_timeout,
+    }
+    tls = options.tls
+    if tls is not None:
+        kwargs |= {
+            "ssl": True,
+            "ssl_cert_reqs": tls.ssl_cert_reqs,
+            "ssl_ca_certs": tls.ssl_ca_certs,
+            "ssl_certfile": tls.ssl_certfile,
+            "ssl_keyfile": tls.ssl_keyfile,
+            "ssl_check_hostname": tls.ssl_cert_reqs == "required",
+        }
+    return kwargs
+
+
+@final
+class FastExecutor(Executor):
+    """lockkit's own pipelined connection to one server (fixed, or found by Sentinel)."""
+
+    def __init__(
+        self,
+        conn: RespConnection,
+        options: ConnectOptions,
+        subscriber: Subscriber,
+        closing: Sequence[Any] = (),
+    ) -> None:
+        self.conn = conn
+        self.timeout = options.timeout
+        self.evalsha = conn.evalsha  # type: ignore[method-assign]
+        self.execute = conn.execute  # type: ignore[method-assign]
+        self._subscriber = subscriber
+        self._closing = list(closing)
+
+    async def evalsha(self, script: Script, keys: Sequence[Arg], args: Sequence[Arg]) -> Any:
+        return await self.conn.evalsha(script, keys, args)  # pragma: no cover - replaced
+
+    async def execute(self, *args: Arg) -> Any:
+        return await self.conn.execute(*args)  # pragma: no cover - replaced
+
+    def wakeups(self, listen: Listen) -> Wakeups:
+        from .wakeups import ClientChannel
+
+        return ClientChannel(self._subscriber, listen, self.timeout)
+
+    async def aclose(self) -> None:
+        await self.conn.aclose()
+        for resource in self._closing:
+            with contextlib.suppress(Exception):
+                await resource.aclose()
+
+
+@final
+class ClusterExecutor(Executor):
+    """Routes each script to the primary owning its keys' slot, over fast connections.
+
+    The slot map comes from ``CLUSTER SLOTS`` and is read again on ``MOVED``/``ASK``
+    (the command was not run: it is retried) and after a connection error (failover;
+    the error is raised, since the command may have run).
+    """
+
+    def __init__(self, seeds: Sequence[Node], options: ConnectOptions) -> None:
+        self.options = options
+        self._seeds = list(seeds)
+        self._conns: dict[Node, RespConnection] = {}
+        self._slots: list[tuple[int, int, Node]] = []
+        # a shared refresh outlives a cancelled asker; cancelled on close
+        self._refreshing: asyncio.Task[None] | None = None
+        self._closed = False
+
+    def _conn(self, addr: Node) -> RespConnection:
+        if self._closed:
+            raise NotSentError("the cluster connections are closed")
+        conn = self._conns.get(addr)
+        if conn is None:
+
+            async def address() -> Node:
+                return addr
+
+            conn = self._conns[addr] = RespConnection(address, self.options)
+        return conn
+
+    async def refresh(self) -> None:
+        """Read the slot map again (one read at a time, shared by all askers)."""
+        if self._refreshing is None or self._refreshing.done():
+            self._refreshing = asyncio.ensure_future(self._read_slots())
+        await asyncio.shield(self._refreshing)
+
+    async def _read_slots(self) -> None:
+        last: Exception | None = None
+        for addr in list(dict.fromkeys([*self._conns, *self._seeds])):
+            try:
+                reply = await self._conn(addr).execute("CLUSTER", "SLOTS")
+            except (OSError, RespError) as exc:
+                if is_refused(exc):
+                    raise
+                last = exc
+                continue
+            slots = []
+            for entry in reply:
+                host = entry[2][0].decode() if entry[2][0] else addr[0]
+                slots.append((int(entry[0]), int(entry[1]), (host, int(entry[2][1]))))
+            self._slots = sorted(slots)
+            return
+        raise ConnectionError(f"no cluster node answered CLUSTER SLOTS: {last}")
+
+    async def address_for(self, key: Arg) -> Node:
+        """The primary serving ``key``'s slot, as the slot map last read says."""
+        if not self._slots:
+            await self.refresh()
+        if isinstance(key, Encoded):
+            key = key.args[0]
+        slot = key_slot(key if isinstance(key, bytes) else str(key).encode())
+        index = bisect.bisect_right(self._slots, (slot, 1 << 30)) - 1
+        if index >= 0:
+            start, end, addr = self._slots[index]
+            if start <= slot <= end:
+                return addr
+        raise ConnectionError(f"no cluster node serves slot {slot}")
+
+    async def evalsha(self, script: Script, keys: Sequence[Arg], args: Sequence[Arg]) -> Any:
+        for _ in range(4):
+            conn = self._conn(await self.address_for(keys[0]))
+            try:
+                return await conn.evalsha(script, keys, args)
+            except RespError as exc:
+                if not str(exc).startswith(("MOVED", "ASK", "TRYAGAIN", "CLUSTERDOWN")):
+                    raise
+                await self.refresh()  # the command did not run: retry where it belongs
+            except NotSentError:
+                with contextlib.suppress(Exception):
+                    await self.refresh()  # a dead node: retry if the map changed
+            except OSError:
+                with contextlib.suppress(Exception):
+                    await self.refresh()
+                raise  # it may have run: let the caller decide
+        raise ConnectionError("the cluster kept redirecting or refusing; its slots are moving")
+
+    async def execute(self, *args: Arg) -> Any:
+        if not self._slots:
+            await self.refresh()
+        return await self._conn(self._slots[0][2]).execute(*args)
+
+    def wakeups(self, listen: Listen) -> Wakeups:
+        from .wakeups import ShardedChannels
+
+        return ShardedChannels(self, listen)
+
+    async def aclose(self) -> None:
+        self._closed = True
+        if self._refreshing is not None:
+            self._refreshing.cancel()
+        for conn in self._conns.values():
+            await conn.aclose()
+
+
+@final
+class ClientExecutor(Executor):
+    """Through the application's redis-py client (``Redis`` or ``RedisCluster``)."""
+
+    def __init__(self, client: aioredis.Redis | RedisCluster, timeout: float) -> None:
+        self.client = client
+        self.timeout = timeout
+
+    async def evalsha(self, script: Script, keys: Sequence[Arg], args: Sequence[Arg]) -> Any:
+        flat_keys = _expand(keys)
+        flat = [*flat_keys, *_expand(args)]
+        nkeys = len(flat_keys)
+        try:
+            return await self.client.execute_command("EVALSHA", script.sha, nkeys, *flat)
+        except redis_errors.NoScriptError:
+            return await self.client.execute_command("EVAL", script.source, nkeys, *flat)
+
+    async def execute(self, *args: Arg) -> Any:
+        return await self.client.execute_command(*_expand(args))
+
+    def _subscriber(self) -> tuple[aioredis.Redis, bool]:
+        client = self.client
+        if isinstance(client, aioredis.Redis):
+            return client, False  # a pub/sub connection from the application's pool
+        node = random.choice(client.get_nodes())
+        kwargs = dict(client.connection_kwargs)
+        kwargs.pop("host", None)
+        kwargs.pop("port", None)
+        return aioredis.Redis(host=node.host, port=int(node.port), **kwargs), True
+
+    def wakeups(self, listen: Listen) -> Wakeups:
+        from .wakeups import ClientChannel
+
+        return ClientChannel(self._subscriber, listen, self.timeout)
+
+
+def _expand(args: Sequence[Arg]) -> list[bytes | str | int | float]:
+    out: list[bytes | str | int | float] = []
+    for arg in args:
+        if isinstance(arg, Encoded):
+            out.extend(arg.args)
+        else:
+            out.append(arg)
+    return out
+
+
+# -- topologies: the inert values ---------------------------------------------------------
+
+
+@final
+@dataclasses.dataclass(frozen=True, slots=True)
+class Single:
+    """One server."""
+
+    host: str
+    port: int = 6379
+    db: int = 0
+
+    wake_kind = WakeKind.PUBLISH
+    #: One connection to one primary: ``WAIT`` (``wait_replicas``) can count its writes.
+    can_wait = True
+
+    def group_of(self, key: str) -> int | None:
+        return None
+
+    def open(self, options: ConnectOptions) -> Executor:
+        host, port, db = self.host, self.port, self.db
+
+        async def address() -> Node:
+            return host, port
+
+        def subscriber() -> tuple[aioredis.Redis, bool]:
+            return aioredis.Redis(host=host, port=port, db=db, **_redis_py(options)), True
+
+        return FastExecutor(RespConnection(address, options, db=db), options, subscriber)
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}/{self.db}"
+
+
+@final
+@dataclasses.dataclass(frozen=True, slots=True)
+class Sentinel:
+    """The primary of ``service`` as the Sentinels at ``hosts`` name it, looked up again
+    at every reconnect (so the client follows a failover)."""
+
+    hosts: tuple[Node, ...]
+    service: str
+    db: int = 0
+    username: str | None = None
+    password: str | None = dataclasses.field(default=None, repr=False)
+
+    wake_kind = WakeKind.PUBLISH
+    can_wait = True
+
+    def group_of(self, key: str) -> int | None:
+        return None
+
+    def open(self, options: ConnectOptions) -> Executor:
+        sentinel_kwargs: dict[str, Any] = {
+            "socket_timeout": options.timeout,
+            "socket_connect_timeout": options.connect_timeout,
+        }
+        if self.password is not None:
+            sentinel_kwargs["password"] = self.password
+        if self.username is not None:
+            sentinel_kwargs["username"] = self.username
+        sentinel = RedisPySentinel(  # type: ignore[no-untyped-call]
+            list(self.hosts), sentinel_kwargs=sentinel_kwargs, db=self.db, **_redis_py(options)
+        )
+        service = self.service
+
+        async def primary() -> Node:
+            try:
+                host, port = await sentinel.discover_master(service)
+            except redis_errors.RedisError as exc:
+                raise NotSentError(f"no Sentinel named the primary of {service!r}: {exc}") from exc
+            return str(host), int(port)
+
+        def subscriber() -> tuple[aioredis.Redis, bool]:
+            return sentinel.master_for(service), True
+
+        address: Address = primary
+        conn = RespConnection(address, options, db=self.db)
+        return FastExecutor(conn, options, subscriber, [sentinel])
+
+    def __str__(self) -> str:
+        return f"sentinel {self.service!r} at {','.join(f'{h}:{p}' for h, p in self.hosts)}"
+
+
+@final
+@dataclasses.dataclass(frozen=True, slots=True)
+class Cluster:
+    """A Redis Cluster reached through ``seeds``; wake-ups go over sharded pub/sub,
+    one channel per contended lock, in the lock's slot."""
+
+    seeds: tuple[Node, ...]
+
+    wake_kind = WakeKind.SPUBLISH
+    can_wait = False
+
+    def group_of(self, key: str) -> int | None:
+        return _slot(key)
+
+    def open(self, options: ConnectOptions) -> Executor:
+        return ClusterExecutor(self.seeds, options)
+
+    def __str__(self) -> str:
+        return f"cluster at {','.join(f'{h}:{p}' for h, p in self.seeds)}"
+
+
+@final
+@dataclasses.dataclass(frozen=True, slots=True)
+class AppClient:
+    """The application's own ``redis.asyncio.Redis`` or ``RedisCluster``; lockkit never
+    closes it."""
+
+    client: aioredis.Redis | RedisCluster
+
+    #: ``WAIT`` counts the writes of one connection, and a pool has many.
+    can_wait = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.client, aioredis.Redis | RedisCluster):
+            raise ConfigurationError(
+                "RedisBackend.from_client() takes a redis.asyncio.Redis or "
+                f"redis.asyncio.RedisCluster, not {type(self.client).__name__}"
+            )
+
+    @property
+    def wake_kind(self) -> WakeKind:
+        # a script's PUBLISH stays on its Cluster node: there the backend publishes
+        return WakeKind.RETURN if isinstance(self.client, RedisCluster) else WakeKind.PUBLISH
+
+    def group_of(self, key: str) -> int | None:
+        return _slot(key) if isinstance(self.client, RedisCluster) else None
+
+    def open(self, options: ConnectOptions) -> Executor:
+        return ClientExecutor(self.client, options.timeout)
+
+    def __str__(self) -> str:
+        return f"{type(self.client).__name__} given by the application"
+
+
+Topology = Single | Sentinel | Cluster | AppClient

@@ -1,0 +1,58 @@
+-- The prelude of acquire.lua and release.lua: the FIFO rule, written once.
+--
+-- A lock's keys are KEYS[1] owner, KEYS[2] fence, KEYS[3] queue, KEYS[4] liveness:
+--   owner    the holder's owner id, or "~" .. owner while a handed-over lock waits to be
+--            claimed by that owner; expires with the lease (PX)
+--   fence    the last token handed out (a max register, kept fence_keep ms)
+--   queue    sorted set of "client:owner" by arrival time (microseconds)
+--   liveness hash client -> ms (server time) until which the client is alive
+-- A client that stops refreshing its liveness is dead: its queue entries are skipped.
+
+local function now_ms_of(time)
+  return tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+end
+
+-- The oldest live waiter, purging dead ones ahead of it from the queue.
+-- Returns nil when the queue is empty, false when it holds only dead entries past the
+-- walk's bound, else the head's member, client and owner, and whether any were purged.
+-- `now_ms` may be nil: the server's TIME is then read only if there is a head to judge.
+-- A head equal to `me` counts as live (the caller judges itself).
+local function next_live_waiter(queue, liveness, now_ms, me)
+  local purged = false
+  for _ = 1, 1000 do
+    local head = redis.call('ZRANGE', queue, 0, 0)
+    if #head == 0 then
+      return nil, nil, nil, purged
+    end
+    local client, owner = string.match(head[1], '^([^:]*):(.*)$')
+    if head[1] == me then
+      return head[1], client, owner, purged
+    end
+    now_ms = now_ms or now_ms_of(redis.call('TIME'))
+    if tonumber(redis.call('HGET', liveness, client) or '0') > now_ms then
+      return head[1], client, owner, purged
+    end
+    redis.call('ZREM', queue, head[1]) -- its client stopped refreshing: gone
+    purged = true
+  end
+  return false, nil, nil, purged
+end
+
+-- Wake waiter `owner` of `client` in the way `kind` says:
+--   "1" PUBLISH on the client's channel (`channel_format`, "%s" standing for the client)
+--   "2" SPUBLISH on the lock's own channel for that client (in the lock's Cluster slot)
+--   "0" return {channel, owner} for the caller to publish (a script's PUBLISH stays on
+--       its Cluster node)
+local function wake(kind, channel_format, client, owner)
+  if kind == '2' then
+    redis.call('SPUBLISH', string.sub(KEYS[1], 1, -3) .. ':c:' .. client, owner)
+    return nil
+  end
+  local channel = string.format(channel_format, client)
+  if kind == '1' then
+    redis.call('PUBLISH', channel, owner)
+    return nil
+  end
+  return {channel, owner}
+end
+
