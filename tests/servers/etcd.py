@@ -140,13 +140,14 @@ class EtcdServer(ProcessServer):
 
     def status(self) -> dict[str, Any]:
         """``etcdctl endpoint status`` of this member: ``{"leader": id, "member_id": id,
-        "raft_term": ..., ...}``."""
+        "raft_term": ..., ...}``; ``leader`` is 0 while the member knows no leader (during
+        an election), a field etcdctl's JSON then leaves out."""
         output = etcdctl([self.endpoint], "endpoint", "status", "--write-out=json")
         entries: list[dict[str, Any]] = json.loads(output)
         status: dict[str, Any] = entries[0]["Status"]
         return {
             "member_id": status["header"]["member_id"],
-            "leader": status["leader"],
+            "leader": status.get("leader", 0),
             "raft_term": status.get("raft_term"),
             "raft_index": status.get("raftIndex", status.get("raft_index")),
         }
@@ -202,6 +203,8 @@ class EtcdCluster(ServerGroup[EtcdServer]):
                 continue
             members[status["member_id"]] = node
             leaders.add(status["leader"])
+        if 0 in leaders:
+            raise ServerError(f"{self.name}: a member has no leader (an election is on)")
         if len(leaders) != 1:
             raise ServerError(f"{self.name}: no agreed leader ({leaders or 'no answer'})")
         (leader_id,) = leaders

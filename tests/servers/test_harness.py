@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import importlib
+import json
 import socket
 import uuid
 
@@ -13,14 +14,18 @@ from aiozk import ZKClient
 from etcetra import EtcdClient, HostPortPair
 
 from tests.servers import (
+    EtcdCluster,
+    EtcdServer,
     ExternalRedis,
     ExternalServerError,
     MissingServerError,
     RedisServer,
+    ServerError,
     ServerStartError,
     external_server,
     free_ports,
 )
+from tests.servers import etcd as etcd_harness
 from tests.servers._wire import RespClient, resp_call
 from tests.servers.etcd import linearizable_get
 from tests.servers.kafka import new_cluster_id
@@ -96,6 +101,21 @@ async def test_etcd_restart_keeps_keys(servers):
     await etcd.arestart()
     async with EtcdClient(HostPortPair(etcd.host, etcd.port)).connect() as client:
         assert await linearizable_get(client, "kept") == "v"
+
+
+def test_an_etcd_member_in_an_election_has_no_leader(tmp_path, monkeypatch):
+    # etcdctl's JSON leaves out zero fields: a member between leaders has no "leader"
+    status = {"header": {"member_id": 7, "raft_term": 3}, "raftIndex": 12, "raftTerm": 3}
+    output = json.dumps([{"Endpoint": "http://127.0.0.1:1", "Status": status}])
+    monkeypatch.setattr(etcd_harness, "etcdctl", lambda *args, **kwargs: output)
+    monkeypatch.setattr(EtcdServer, "is_running", property(lambda self: True))
+    cluster = EtcdCluster("etcd", tmp_path)
+    cluster.nodes = [
+        EtcdServer(f"etcd-{i}", tmp_path / str(i), ports={"client": 1, "peer": 2}) for i in range(3)
+    ]
+    assert cluster.nodes[0].status()["leader"] == 0
+    with pytest.raises(ServerError, match="no leader"):
+        cluster.leader()  # a ServerError: wait_for_leader() keeps polling
 
 
 def test_kafka_cluster_ids_never_start_with_a_dash():
