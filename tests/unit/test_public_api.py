@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import importlib
 import pickle
+import types
 
 import pytest
 
@@ -80,3 +81,37 @@ def test_token_is_an_int_with_identity() -> None:
         lockkit.FencingToken(-1, name="n", backend="b", owner="o")
     with pytest.raises(TypeError):
         lockkit.FencingToken(True, name="n", backend="b", owner="o")
+
+
+def _unexpected_public_names(module: types.ModuleType, names: list[str]) -> set[str]:
+    """Public-looking names of ``module`` (from ``names``, its ``dir()``) that are not in
+    its ``__all__``, and ``__all__`` entries that are missing.
+
+    A submodule of the package is fine: the import system binds ``lockkit.testing`` as an
+    attribute of ``lockkit`` as soon as anything imports it, and it is public API in its
+    own right. Anything else public-looking (``logging``, ``version``, ``annotations``...)
+    is a helper that leaked and should be imported under a private name or deleted.
+    """
+    exported = {name for name in module.__all__ if not name.startswith("_")}
+    public = set()
+    for name in names:
+        if name.startswith("_"):
+            continue
+        value = getattr(module, name, None)
+        if isinstance(value, types.ModuleType) and value.__name__ == f"{module.__name__}.{name}":
+            continue  # a submodule
+        public.add(name)
+    return public ^ exported
+
+
+def test_dir_of_lockkit_is_its_all() -> None:
+    """``dir(lockkit)`` shows the API and nothing else, in this process (where tests have
+    imported submodules such as ``lockkit.testing``) and right after ``import lockkit``."""
+    assert _unexpected_public_names(lockkit, dir(lockkit)) == set()
+    import json
+    import subprocess
+    import sys
+
+    code = "import json, lockkit; print(json.dumps(dir(lockkit)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert _unexpected_public_names(lockkit, json.loads(out.stdout)) == set()
