@@ -82,6 +82,7 @@ from .._core._backend import (
     BackendStatistics,
     Capability,
     Claim,
+    CleanupQueue,
     Grant,
     HolderInfo,
     LockInfo,
@@ -96,7 +97,7 @@ from .._core._errors import (
 )
 from .._core._options import parse_options
 from .._core._url import LockURL
-from .._core._waiting import Turn, wait_turn
+from .._core._waiting import Turn, WaitRoom, wait_turn
 from .._drivers.redis.errors import DRIVER_ERRORS, REDIS_ERRORS, driver_error
 from .._drivers.redis.options import (
     RedisLockOptions,
@@ -172,6 +173,9 @@ class RedisBackend(Backend):
         self._requests: collections.Counter[str] = collections.Counter()
         self._executor: Executor | None = None
         self._wakeups: Wakeups | None = None
+        # set by aopen, for the hot path
+        self._room: WaitRoom
+        self._cleanup: CleanupQueue
 
     # -- construction ----------------------------------------------------------------
 
@@ -206,10 +210,12 @@ class RedisBackend(Backend):
 
     async def aopen(self, ctx: BackendContext) -> None:
         await super().aopen(ctx)
+        self._cleanup = ctx.cleanup
         self._executor = executor = self.topology.open(self._connect)
-        self._wakeups = executor.wakeups(
+        self._wakeups = wakeups = executor.wakeups(
             Listen(self._channel, self.client_id, self.keys, ctx.start_soon)
         )
+        self._room = wakeups.room
         await self.ping()
         ctx.start_soon(self._keep_queue_alive, name="lockkit-redis-queue-keeper")
 
@@ -253,7 +259,9 @@ class RedisBackend(Backend):
         return self._executor
 
     async def _eval(self, script: Script, keys: Sequence[Arg], args: Sequence[Arg]) -> Any:
-        executor = self._open_executor()
+        executor = self._executor
+        if executor is None:
+            raise LockUsageError("the Redis backend is not open")
         self._requests[script.name] += 1
         try:  # each connection enforces the command timeout itself
             return await executor.evalsha(script, keys, args)
@@ -275,18 +283,15 @@ class RedisBackend(Backend):
     async def acquire(self, claim: Claim, *, timeout: float | None) -> Grant:
         if not claim.exclusive:
             raise ConfigurationError("the Redis backend offers exclusive locks only")
-        name, owner = claim.name, claim.owner
-        keys, ttl_ms, clock = self.keys(name), _ms(claim.ttl), self.clock
-        assert self._wakeups is not None
-        room = self._wakeups.room
+        name, owner, ttl_ms = claim.name, claim.owner, _ms(claim.ttl)
+        keys, clock, room, wakeups = self.keys(name), self.clock, self._room, self._wakeups
+        assert wakeups is not None
+        head = (keys.encoded,)
 
         async def try_once(queue: bool) -> Turn:
             started = clock.now()  # before the request: a late reply only shortens the lease
-            reply = await self._eval(
-                ACQUIRE,
-                (keys.encoded,),
-                (owner, ttl_ms, b"1" if queue else b"0", self._acquire_tail),
-            )
+            tail = (owner, ttl_ms, b"1" if queue else b"0", self._acquire_tail)
+            reply = await self._eval(ACQUIRE, head, tail)
             if reply[0] == 1:
                 return Turn(Grant(int(reply[1]), started))
             if len(reply) > 3:
@@ -303,12 +308,12 @@ class RedisBackend(Backend):
             owner=owner,
             room=room,
             clock=clock,
-            cleanup=self.context.cleanup,
+            cleanup=self._cleanup,
             leave=leave,
             timeout=timeout,
             fallback=min(5.0, max(0.5, claim.ttl / 2)),
             outage_grace=self._outage_grace,
-            listen=self._wakeups.listen,
+            listen=wakeups.listen,
         )
         if self.options.wait_replicas:
             await self._confirm_replicas(name, leave)

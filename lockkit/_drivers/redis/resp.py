@@ -145,6 +145,7 @@ class _ReplyProtocol(asyncio.Protocol):
         return fut
 
     def post(self, data: bytes, fut: asyncio.Future[Any] | None) -> None:
+        """Write one request; its reply resolves ``fut`` (None: nobody waits for it)."""
         if self.closed or self.transport is None:
             raise ConnectionError("connection to Redis lost")
         self.transport.write(data)
