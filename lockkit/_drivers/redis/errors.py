@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import redis.exceptions as redis_errors
 
 from ..._core._errors import BackendUnavailable, ConfigurationError, ErrorRule, LockError
-from .resp import RespError
+from .resp import AuthError, RespError
 
 __all__ = ("DRIVER_ERRORS", "REDIS_ERRORS", "driver_error", "is_refused")
 
@@ -18,7 +18,10 @@ _REFUSED = ("NOAUTH", "WRONGPASS")
 def is_refused(exc: BaseException) -> bool:
     """True if ``exc`` says the server refused our credentials."""
     return isinstance(
-        exc, redis_errors.AuthenticationError | redis_errors.AuthenticationWrongNumberOfArgsError
+        exc,
+        AuthError
+        | redis_errors.AuthenticationError
+        | redis_errors.AuthenticationWrongNumberOfArgsError,
     ) or (isinstance(exc, RespError | redis_errors.ResponseError) and str(exc).startswith(_REFUSED))
 
 
@@ -41,7 +44,11 @@ def _unavailable(exc: BaseException, what: str) -> LockError:
 #: First matching row wins.
 REDIS_ERRORS: Sequence[ErrorRule] = (
     (
-        (redis_errors.AuthenticationError, redis_errors.AuthenticationWrongNumberOfArgsError),
+        (
+            AuthError,
+            redis_errors.AuthenticationError,
+            redis_errors.AuthenticationWrongNumberOfArgsError,
+        ),
         _refused,
     ),
     ((RespError, redis_errors.ResponseError), _answered),

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 __all__ = (
     "Address",
     "Arg",
+    "AuthError",
     "ConnectOptions",
     "Encoded",
     "NotSentError",
@@ -44,6 +45,10 @@ __all__ = (
 
 class RespError(Exception):
     """An error reply from the server (``-ERR ...``)."""
+
+
+class AuthError(RespError):
+    """The server answered ``AUTH`` with an error: the credentials were refused."""
 
 
 class NotSentError(ConnectionError):
@@ -223,9 +228,13 @@ async def _open(
     loop = asyncio.get_running_loop()
     async with asyncio.timeout(options.connect_timeout):
         _, protocol = await loop.create_connection(factory, host, port, ssl=options.ssl_context)
-    auth = options.auth_command()
     try:
-        for command in [auth, *hello] if auth is not None else hello:
+        if (auth := options.auth_command()) is not None:
+            try:
+                await protocol.send(_encode(auth))
+            except RespError as exc:  # whatever the wording (WRONGPASS, no password set...)
+                raise AuthError(str(exc)) from None
+        for command in hello:
             await protocol.send(_encode(command))
     except BaseException:
         protocol.close()
