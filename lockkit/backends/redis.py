@@ -70,13 +70,14 @@ import collections
 import logging
 import math
 import secrets
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, ClassVar, final
 
 import anyio
 from redis.asyncio import Redis, RedisCluster
 
 from .._core._backend import (
+    Action,
     Backend,
     BackendContext,
     BackendStatistics,
@@ -88,6 +89,7 @@ from .._core._backend import (
     LockInfo,
     Renewal,
 )
+from .._core._clock import Clock
 from .._core._errors import (
     BackendUnavailable,
     ConfigurationError,
@@ -97,7 +99,7 @@ from .._core._errors import (
 )
 from .._core._options import parse_options
 from .._core._url import LockURL
-from .._core._waiting import Turn, WaitRoom, wait_turn
+from .._core._waiting import Listening, Seat, Turn, WaitRoom, wait_turn
 from .._drivers.redis.errors import DRIVER_ERRORS, REDIS_ERRORS, driver_error
 from .._drivers.redis.options import (
     RedisLockOptions,
@@ -174,7 +176,9 @@ class RedisBackend(Backend):
         self._executor: Executor | None = None
         self._wakeups: Wakeups | None = None
         # set by aopen, for the hot path
+        self._clock: Clock
         self._room: WaitRoom
+        self._listen: Callable[[Seat], Awaitable[Listening]]
         self._cleanup: CleanupQueue
 
     # -- construction ----------------------------------------------------------------
@@ -215,7 +219,7 @@ class RedisBackend(Backend):
         self._wakeups = wakeups = executor.wakeups(
             Listen(self._channel, self.client_id, self.keys, ctx.start_soon)
         )
-        self._room = wakeups.room
+        self._clock, self._room, self._listen = ctx.clock, wakeups.room, wakeups.listen
         await self.ping()
         ctx.start_soon(self._keep_queue_alive, name="lockkit-redis-queue-keeper")
 
@@ -281,45 +285,86 @@ class RedisBackend(Backend):
     # -- primitives ------------------------------------------------------------------
 
     async def acquire(self, claim: Claim, *, timeout: float | None) -> Grant:
-        if not claim.exclusive:
+        if claim.shared or claim.limit != 1:
             raise ConfigurationError("the Redis backend offers exclusive locks only")
-        name, owner, ttl_ms = claim.name, claim.owner, _ms(claim.ttl)
-        keys, clock, room, wakeups = self.keys(name), self.clock, self._room, self._wakeups
-        assert wakeups is not None
-        head = (keys.encoded,)
+        keys, ttl_ms = self.keys(claim.name), _ms(claim.ttl)
+        first: Turn | None = None
+        if timeout != 0:  # a free lock costs one round trip and no waiting machinery
+            try:
+                first = await self._try(keys, claim.owner, ttl_ms, True)
+            except BackendUnavailable:
+                pass  # wait_turn asks again, riding out a short outage
+            except BaseException:
+                await self._cleanup.run(f"leave the queue of {claim.name!r}", self._leaver(claim))
+                raise
+            if first is not None and first.grant is not None:
+                if self.options.wait_replicas:
+                    await self._confirm_replicas(claim)
+                return first.grant
+        return await self._wait(claim, keys, ttl_ms, timeout, first)
 
-        async def try_once(queue: bool) -> Turn:
-            started = clock.now()  # before the request: a late reply only shortens the lease
-            tail = (owner, ttl_ms, b"1" if queue else b"0", self._acquire_tail)
-            reply = await self._eval(ACQUIRE, head, tail)
-            if reply[0] == 1:
-                return Turn(Grant(int(reply[1]), started))
-            if len(reply) > 3:
-                await self._publish(reply[3], reply[4])
-            pttl, rank = int(reply[1]), int(reply[2])
-            return Turn(None, pttl / 1000 if rank == 0 and pttl > 0 else None)
+    async def _try(self, keys: LockKeys, owner: str, ttl_ms: int, queue: bool) -> Turn:
+        """One ask: take the lock, or (``queue``) join its queue and say when to ask again."""
+        executor = self._executor
+        if executor is None:
+            raise LockUsageError("the Redis backend is not open")
+        self._requests["acquire"] += 1
+        started = self._clock.now()  # before the request: a late reply only shortens the lease
+        try:  # not _eval: this is the hot path
+            reply = await executor.evalsha(
+                ACQUIRE,
+                (keys.encoded,),
+                (owner, ttl_ms, b"1" if queue else b"0", self._acquire_tail),
+            )
+        except DRIVER_ERRORS as exc:
+            raise driver_error(exc, "run the acquire script") from exc
+        if reply[0] == 1:
+            return Turn(Grant(int(reply[1]), started))
+        if len(reply) > 3:
+            await self._publish(reply[3], reply[4])
+        pttl, rank = int(reply[1]), int(reply[2])
+        return Turn(None, pttl / 1000 if rank == 0 and pttl > 0 else None)
 
-        async def leave() -> None:
-            await self._leave(keys, owner, last=room.waiting(name) == 0)
+    async def _wait(
+        self, claim: Claim, keys: LockKeys, ttl_ms: int, timeout: float | None, first: Turn | None
+    ) -> Grant:
+        """Wait for a turn through the core's wait loop; ``first`` answered its first ask."""
+
+        async def turns(queue: bool) -> Turn:
+            nonlocal first
+            if first is not None:
+                turn, first = first, None
+                return turn
+            return await self._try(keys, claim.owner, ttl_ms, queue)
 
         grant = await wait_turn(
-            try_once,
-            name=name,
-            owner=owner,
-            room=room,
-            clock=clock,
+            turns,
+            name=claim.name,
+            owner=claim.owner,
+            room=self._room,
+            clock=self._clock,
             cleanup=self._cleanup,
-            leave=leave,
+            leave=self._leaver(claim),
             timeout=timeout,
             fallback=min(5.0, max(0.5, claim.ttl / 2)),
             outage_grace=self._outage_grace,
-            listen=wakeups.listen,
+            listen=self._listen,
         )
         if self.options.wait_replicas:
-            await self._confirm_replicas(name, leave)
+            await self._confirm_replicas(claim)
         return grant
 
-    async def _confirm_replicas(self, name: str, leave: Any) -> None:
+    def _leaver(self, claim: Claim) -> Action:
+        """Leave the queue or give the lock back (whichever the server has), dropping
+        this client's liveness entry when no other local waiter is left on the name."""
+        room, keys = self._room, self.keys(claim.name)
+
+        async def leave() -> None:
+            await self._leave(keys, claim.owner, last=room.waiting(claim.name) == 0)
+
+        return leave
+
+    async def _confirm_replicas(self, claim: Claim) -> None:
         """Wait until ``wait_replicas`` replicas have the grant; release it otherwise."""
         wanted, ms = self.options.wait_replicas, _ms(self.options.wait_timeout)
         try:
@@ -331,7 +376,7 @@ class RedisBackend(Backend):
                     f"{self.options.wait_timeout:g}s; the lock was released again"
                 )
         except BaseException:
-            await self.context.cleanup.run(f"release lock {name!r}", leave)
+            await self._cleanup.run(f"release lock {claim.name!r}", self._leaver(claim))
             raise
 
     async def _leave(self, keys: LockKeys, owner: str, *, last: bool) -> bool:
