@@ -287,6 +287,8 @@ class RedisBackend(Backend):
     async def acquire(self, claim: Claim, *, timeout: float | None) -> Grant:
         if claim.shared or claim.limit != 1:
             raise ConfigurationError("the Redis backend offers exclusive locks only")
+        if self._executor is None:
+            raise LockUsageError("the Redis backend is not open")
         keys, ttl_ms = self.keys(claim.name), _ms(claim.ttl)
         first: Turn | None = None
         if timeout != 0:  # a free lock costs one round trip and no waiting machinery
