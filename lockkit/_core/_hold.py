@@ -98,23 +98,31 @@ class Holds:
                 f"this task already holds lock {self.name!r}; lockkit locks are not "
                 "reentrant (release it first, or use another task)"
             )
-        session.occupy(task, self.name)
         owner = new_owner_id()
+        name = self.name
+        session.occupy(task, name, owner)
         self.waiting += 1
         try:
-            grant = await backend.acquire(
-                Claim(self.name, owner, ttl, shared=shared), timeout=timeout
-            )
+            grant = None
+            with session.in_flight():  # closing the client cancels the wait
+                grant = await backend.acquire(
+                    Claim(name, owner, ttl, shared=shared), timeout=timeout
+                )
+            if grant is None or not session.is_open:
+                if grant is not None:  # granted as the client closed: give it back
+                    with anyio.CancelScope(shield=True), anyio.move_on_after(RELEASE_TIMEOUT):
+                        await backend.release(name, owner)
+                raise LockUsageError(f"the LockClient was closed while acquiring {name!r}")
         except BaseException:
-            session.vacate(task, self.name)
+            session.vacate(task, name, owner)
             raise
         finally:
             self.waiting -= 1
-        token = FencingToken(grant.token, name=self.name, backend=backend.kind, owner=owner)
+        token = FencingToken(grant.token, name=name, backend=backend.kind, owner=owner)
         lease = Lease(token, ttl, session.clock, grant.started, session.drift_factor, renew=renew)
         acq = Acquisition(token, lease, weakref.ref(task))
         # a lost hold no longer keeps the name: the task may ask for it again
-        lease.on_lost(lambda _lease: session.vacate(acq.task(), self.name))
+        lease.on_lost(lambda _lease: session.vacate(acq.task(), name, owner))
         self._by_task[task] = acq
         self._live[owner] = acq
         session.holding(self, True)
@@ -160,7 +168,7 @@ class Holds:
         task = acq.task()
         if task is not None and self._by_task.get(task) is acq:
             del self._by_task[task]
-        session.vacate(task, self.name)
+        session.vacate(task, self.name, acq.token.owner)
         if not self._live:
             session.holding(self, False)
 
@@ -213,11 +221,21 @@ class Holds:
         return f"release lock {name!r}", release, max(1.0, acq.lease.ttl)
 
     async def release_all(self) -> None:
-        for acq in list(self._live.values()):
+        """Release every acquisition (the client is closing), all at once. A body still
+        running inside ``async with`` is told first: its lease is lost, so it is
+        cancelled (or, with ``on_lost="raise"``, ends with LockLostError)."""
+
+        async def release(acq: Acquisition) -> None:
+            if acq.scope is not None:
+                acq.lease.mark_lost("the LockClient was closed while the lock was held")
             try:
                 await self.release(acq, lost_ok=True)
-            except BackendUnavailable as exc:  # the lease expires on the server
+            except BackendUnavailable as exc:  # retried until the close gives up
                 logger.warning("could not release lock %r on close: %s", self.name, exc)
+
+        async with anyio.create_task_group() as tg:
+            for acq in list(self._live.values()):
+                tg.start_soon(release, acq)
 
     # -- async with --------------------------------------------------------------------
 
@@ -256,7 +274,14 @@ class Holds:
             if cleanup is not None:
                 self.session.cleanup_soon(*cleanup)
             raise LockLostError(self.name, lease.lost_reason or "lost", acq.token)
-        await self.release(acq, lost_ok=True)
+        try:
+            await self.release(acq, lost_ok=True)
+        except BackendUnavailable as exc:
+            # the body's outcome stands: the release is retried in the background and the
+            # lease ends at its ttl anyway; the token already fences the storage
+            logger.warning(
+                "lock %r: release deferred, the server did not answer: %s", self.name, exc
+            )
         if lease.lost:  # found out at release
             raise LockLostError(self.name, lease.lost_reason or "lost", acq.token)
         return swallowed

@@ -205,6 +205,16 @@ class Watchdog:
         if min(lease.renew_at if lease.renew else math.inf, lease.safe_deadline) < self._next_wake:
             self._poke()
 
+    def reschedule(self, lease: Lease) -> None:
+        """``lease`` was confirmed or changed outside the watchdog (``extend()``): wake
+        the loop if it now needs attention before the loop's next wake-up."""
+        if lease in self._leases:
+            self.add(lease)
+
+    def wake(self) -> None:
+        """Wake the loop now (renewals were resumed)."""
+        self._poke()
+
     def discard(self, lease: Lease) -> None:
         self._leases.discard(lease)
 

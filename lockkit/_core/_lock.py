@@ -140,6 +140,7 @@ class Lock:
             self._holds.forget(acq)
             raise LockNotOwnedError(self.name, "the lease was lost before extend()")
         acq.lease.confirm(started, new_ttl)
+        session.rescheduled(acq.lease)
 
     # -- async with ------------------------------------------------------------------
 

@@ -40,6 +40,7 @@ CLOSE_TIMEOUT = 10.0
 class _State(enum.Enum):
     NEW = "not open yet"
     OPEN = "open"
+    CLOSING = "closing"
     CLOSED = "closed"
 
 
@@ -75,15 +76,23 @@ class Session:
         self._stack: contextlib.AsyncExitStack | None = None
         #: primitives with live acquisitions, released when the client closes
         self._holders: set[Releasable] = set()
-        #: names each task holds or waits for (weak: a dead task's entry goes with it)
-        self._busy: weakref.WeakKeyDictionary[object, set[str]] = weakref.WeakKeyDictionary()
+        #: per task, the names it holds or waits for and the owner id doing so (weak: a
+        #: dead task's entry goes with it)
+        self._busy: weakref.WeakKeyDictionary[object, dict[str, str]] = weakref.WeakKeyDictionary()
+        #: cancel scopes of acquisitions in flight, cancelled when the client closes
+        self._waits: set[anyio.CancelScope] = set()
 
     # -- lifecycle -------------------------------------------------------------------
 
     @property
     def state(self) -> str:
         """``"new"``, ``"open"`` or ``"closed"``."""
-        return {_State.NEW: "new", _State.OPEN: "open", _State.CLOSED: "closed"}[self._state]
+        return {
+            _State.NEW: "new",
+            _State.OPEN: "open",
+            _State.CLOSING: "closing",
+            _State.CLOSED: "closed",
+        }[self._state]
 
     @property
     def is_open(self) -> bool:
@@ -121,11 +130,19 @@ class Session:
 
     async def aclose(self) -> None:
         stack, self._stack = self._stack, None
-        self._state = _State.CLOSED
-        if stack is not None:
+        if stack is None:
+            self._state = _State.CLOSED
+            return
+        # closing: no new work, but releases that fail now still go to the cleanup queue
+        self._state = _State.CLOSING
+        for scope in self._waits:  # acquisitions in flight end with LockUsageError
+            scope.cancel()
+        try:
             # each step shields itself: the task group's own scope cannot be nested
             # inside a shield entered after it
             await stack.aclose()
+        finally:
+            self._state = _State.CLOSED
 
     async def _close_backend(self) -> None:
         with anyio.CancelScope(shield=True):
@@ -147,26 +164,50 @@ class Session:
 
     # -- cleanups ---------------------------------------------------------------------
 
+    @property
+    def _accepts_cleanups(self) -> bool:
+        return self.cleanup is not None and self._state in (_State.OPEN, _State.CLOSING)
+
     async def cleanup_run(self, what: str, action: Action, keep: float) -> None:
-        """Run ``action`` now, shielded and bounded; retried in the background on failure."""
-        if self.cleanup is not None and self._state is _State.OPEN:
+        """Run ``action`` now, shielded and bounded; retried in the background on failure.
+        While closing it is only queued: the close's own budget bounds the last try."""
+        if self.cleanup is None or not self._accepts_cleanups:
+            return
+        if self._state is _State.CLOSING:
+            self.cleanup.defer(what, action, keep=keep)
+        else:
             await self.cleanup.run(what, action, keep=keep)
 
     def cleanup_soon(self, what: str, action: Action, keep: float) -> None:
         """Run ``action`` in the background at once (bounded, retried on failure)."""
-        if self.cleanup is not None and self._state is _State.OPEN:
+        if self.cleanup is not None and self._accepts_cleanups:
             self.start_soon(self.cleanup.run, what, action, keep, name="lockkit-cleanup")
 
     def cleanup_defer(self, what: str, action: Action, keep: float) -> None:
         """Retry ``action`` in the background after a failure."""
-        if self.cleanup is not None and self._state is _State.OPEN:
+        if self.cleanup is not None and self._accepts_cleanups:
             self.cleanup.defer(what, action, keep=keep)
+
+    @contextlib.contextmanager
+    def in_flight(self) -> Iterator[anyio.CancelScope]:
+        """A cancel scope for one acquisition in flight; closing the client cancels it."""
+        with anyio.CancelScope() as scope:
+            self._waits.add(scope)
+            try:
+                yield scope
+            finally:
+                self._waits.discard(scope)
 
     # -- holdings --------------------------------------------------------------------
 
     def watch(self, lease: Lease) -> None:
         assert self.watchdog is not None
         self.watchdog.add(lease)
+
+    def rescheduled(self, lease: Lease) -> None:
+        """``lease`` was renewed outside the watchdog; it may need attention sooner."""
+        if self.watchdog is not None:
+            self.watchdog.reschedule(lease)
 
     def unwatch(self, lease: Lease) -> None:
         if self.watchdog is not None:
@@ -179,34 +220,41 @@ class Session:
         else:
             self._holders.discard(primitive)
 
-    def occupy(self, task: object, name: str) -> None:
-        """``task`` starts holding or waiting for ``name``; LockUsageError if it already
-        does (it would wait on itself)."""
+    def occupy(self, task: object, name: str, owner: str) -> None:
+        """``task`` starts holding or waiting for ``name`` as ``owner``; LockUsageError
+        if it already does (it would wait on itself)."""
         names = self._busy.get(task)
         if names is None:
-            names = self._busy[task] = set()
+            names = self._busy[task] = {}
         elif name in names:
             raise LockUsageError(
                 f"this task already holds or waits for lock {name!r} through this client; "
                 "lockkit locks are not reentrant (release it first, or use another task)"
             )
-        names.add(name)
+        names[name] = owner
 
-    def vacate(self, task: object | None, name: str) -> None:
+    def vacate(self, task: object | None, name: str, owner: str) -> None:
+        """``owner`` no longer holds ``name`` for ``task`` (a later owner is kept)."""
         if task is None:
             return
         names = self._busy.get(task)
-        if names is not None:
-            names.discard(name)
+        if names is not None and names.get(name) == owner:
+            del names[name]
 
     async def release_all(self) -> None:
-        """Release every acquisition still held (on close), shielded and bounded."""
+        """Release every acquisition still held (on close), all at once, shielded and
+        bounded; one that hangs does not hold up the others."""
+
+        async def release(primitive: Releasable) -> None:
+            try:
+                await primitive.release_all()
+            except LockError as exc:
+                logger.warning("could not release a lock on close: %s", exc)
+
         with anyio.CancelScope(shield=True), anyio.move_on_after(CLOSE_TIMEOUT):
-            for primitive in list(self._holders):
-                try:
-                    await primitive.release_all()
-                except LockError as exc:
-                    logger.warning("could not release a lock on close: %s", exc)
+            async with anyio.create_task_group() as tg:
+                for primitive in list(self._holders):
+                    tg.start_soon(release, primitive)
         self._holders.clear()
 
     @contextlib.contextmanager
@@ -214,8 +262,10 @@ class Session:
         """No renewal is sent while inside (deadlines are still enforced)."""
         if self.watchdog is None:
             raise LockUsageError("open the client before pausing its renewals")
-        self.watchdog.paused = True
+        watchdog = self.watchdog
+        watchdog.paused = True
         try:
             yield
         finally:
-            self.watchdog.paused = False
+            watchdog.paused = False
+            watchdog.wake()  # renewals that fell due while paused go out now

@@ -150,7 +150,14 @@ class FaultyBackend(Backend):
     async def acquire(self, claim: Claim, *, timeout: float | None) -> Grant:
         fault = await self._before("acquire")
         grant = await self.inner.acquire(claim, timeout=timeout)
-        await self._after("acquire", fault)
+        try:
+            await self._after("acquire", fault)
+        except BaseException:
+            # the reply was lost (or its wait cancelled) after the grant: as a real
+            # backend must, leave nothing behind
+            with anyio.CancelScope(shield=True):
+                await self.inner.release(claim.name, claim.owner)
+            raise
         return grant
 
     async def release(self, name: str, owner: str) -> bool:

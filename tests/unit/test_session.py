@@ -10,9 +10,9 @@ import anyio
 import pytest
 
 import lockkit
-from lockkit import BackendUnavailable, LockClient, LockLostError, LockTimeout, LockUsageError
+from lockkit import LeaseState, LockClient, LockLostError, LockTimeout, LockUsageError
 from lockkit.backends.memory import MemoryBackend
-from lockkit.testing import FaultyBackend, pause_renewals
+from lockkit.testing import FaultyBackend, VirtualClock, pause_renewals
 
 
 def faulty(store: str = "session-tests") -> tuple[FaultyBackend, LockClient]:
@@ -113,9 +113,8 @@ async def test_async_with_leaves_nothing_held_when_release_fails() -> None:
     async with locks, lockkit.connect("memory://release-fails") as other:
         lock = locks.lock("x", ttl=30)
         backend.fail("release", times=1)
-        with pytest.raises(BackendUnavailable):
-            async with lock:
-                pass
+        async with lock:  # the release fails: logged, retried in the background
+            pass
         assert lock.statistics().held == 0 and locks.held_count == 0
         with anyio.fail_after(3):
             while not (await other.inspect("x")).idle:  # noqa: ASYNC110 - retried release
@@ -162,3 +161,142 @@ async def test_statistics_count_holds() -> None:
             stats = locks.statistics()
             assert stats.held == 2 and stats.backend.waiting == 0
         assert locks.statistics().held == 0
+
+
+async def test_a_failed_release_does_not_mask_the_body_error() -> None:
+    backend, locks = faulty("release-fails-body-raises")
+    async with locks:
+        backend.fail("release", times=1)
+        with pytest.raises(ValueError, match="the body's own error"):
+            async with locks.lock("x", ttl=30):
+                raise ValueError("the body's own error")
+
+
+# -- the watchdog follows changes made outside it ---------------------------------------
+
+
+async def test_extend_to_a_shorter_ttl_keeps_the_lease_renewed() -> None:
+    clock = VirtualClock()
+    async with lockkit.connect("memory://", clock=clock) as locks:
+        lock = locks.lock("x", ttl=30)
+        await lock.acquire()
+        await clock.advance(1)
+        await lock.extend(3)  # renew at 2 s from now, not at the old 10 s
+        for _ in range(20):
+            await clock.advance(0.5)
+        assert lock.lease is not None and lock.lease.state is LeaseState.HELD
+        info = await lock.inspect()
+        assert info.holder is not None and info.holder.owner == lock.token.owner  # type: ignore[union-attr]
+
+
+async def test_renewals_resume_as_soon_as_a_pause_ends() -> None:
+    clock = VirtualClock()
+    async with lockkit.connect("memory://", clock=clock) as locks:
+        lock = locks.lock("x", ttl=3)
+        await lock.acquire()
+        with pause_renewals(locks):
+            await clock.advance(1.2)  # a renewal fell due while paused; 1.77 s remain
+        for _ in range(20):
+            await clock.advance(0.2)
+        assert lock.lease is not None and lock.lease.state is LeaseState.HELD
+
+
+# -- occupancy follows the owner ----------------------------------------------------------
+
+
+async def test_releasing_a_lost_hold_keeps_the_newer_one_of_the_same_task() -> None:
+    clock = VirtualClock()
+    async with lockkit.connect("memory://", clock=clock) as locks:
+        a, b, c = (locks.lock("x", ttl=3) for _ in range(3))
+        await a.acquire()
+        with pause_renewals(locks):
+            await clock.advance(4)  # a's lease is lost
+        await b.acquire(timeout=0)  # the task holds x again, through b
+        with pytest.raises(lockkit.LockNotOwnedError):
+            await a.release()
+        with anyio.fail_after(2), pytest.raises(LockUsageError):
+            await c.acquire()  # still holds x through b: refused, not a wait on itself
+
+
+# -- closing the client ---------------------------------------------------------------------
+
+
+async def test_closing_tells_a_body_that_still_runs() -> None:
+    clock = VirtualClock()
+    outcome: list[str] = []
+
+    async def worker(locks: LockClient, started: anyio.Event) -> None:
+        try:
+            async with locks.lock("x", ttl=30):
+                started.set()
+                await clock.sleep_until(clock.now() + 100)
+                outcome.append("body finished")
+        except LockLostError:
+            outcome.append("lost")
+
+    async with anyio.create_task_group() as tg:
+        async with lockkit.connect("memory://close-under-body", clock=clock) as locks:
+            started = anyio.Event()
+            tg.start_soon(worker, locks, started)
+            await started.wait()
+        await clock.advance(0)
+    assert outcome == ["lost"]
+
+
+async def test_a_wait_in_flight_ends_when_the_client_closes() -> None:
+    clock = VirtualClock()
+    async with lockkit.connect("memory://close-while-waiting", clock=clock) as holder:
+        await holder.lock("x", ttl=5).acquire()
+        errors: list[BaseException] = []
+
+        async def waiter(locks: LockClient) -> None:
+            try:
+                await locks.lock("x", ttl=5).acquire()
+            except LockUsageError as exc:
+                errors.append(exc)
+
+        async with anyio.create_task_group() as tg:
+            async with lockkit.connect("memory://close-while-waiting", clock=clock) as w:
+                tg.start_soon(waiter, w)
+                await clock.advance(0)
+                assert (await holder.inspect("x")).waiters == 1
+        assert len(errors) == 1 and "closed while acquiring" in str(errors[0])
+        assert (await holder.inspect("x")).waiters == 0
+
+
+async def test_a_release_that_fails_on_close_is_tried_again() -> None:
+    backend, locks = faulty("close-retry")
+    async with locks:
+        await locks.lock("x", ttl=60).acquire()
+        backend.fail("release", times=1)
+    assert backend.calls["release"] == 2
+    async with lockkit.connect("memory://close-retry") as other:
+        assert (await other.inspect("x")).idle
+
+
+async def test_one_hanging_release_does_not_hold_up_the_others(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("lockkit._core._session.CLOSE_TIMEOUT", 0.5)
+    monkeypatch.setattr("lockkit._core._session.Cleanup.aclose", _no_flush)
+    backend, locks = faulty("close-hang")
+    async with locks:
+        await locks.lock("a").acquire()
+        for name in "bcd":
+            async with anyio.create_task_group() as tg:  # each from its own task
+                tg.start_soon(locks.lock(name).acquire)
+        backend_release = backend.inner.release
+
+        async def release(name: str, owner: str) -> bool:
+            if name == "a":
+                await anyio.sleep_forever()
+            return await backend_release(name, owner)
+
+        monkeypatch.setattr(backend.inner, "release", release)
+    async with lockkit.connect("memory://close-hang") as other:
+        for name in "bcd":
+            assert (await other.inspect(name)).idle, name
+
+
+async def _no_flush(self: object, timeout: float) -> None:
+    return None
