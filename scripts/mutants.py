@@ -113,6 +113,30 @@ MUTANTS: tuple[Mutant, ...] = (
         ("tests/unit/test_waiting.py::test_timeout_raises_and_leaves_the_queue",),
     ),
     Mutant(
+        "extend does not tell the watchdog",
+        "lockkit/_core/_lock.py",
+        "        session.rescheduled(acq.lease)\n",
+        "",
+        ("tests/unit/test_session.py::test_extend_to_a_shorter_ttl_keeps_the_lease_renewed",),
+    ),
+    Mutant(
+        "closing releases under a running body without telling it",
+        "lockkit/_core/_hold.py",
+        '                acq.lease.mark_lost("the LockClient was closed while the lock was held")',
+        "                pass",
+        ("tests/unit/test_session.py::test_closing_tells_a_body_that_still_runs",),
+    ),
+    Mutant(
+        "releasing an old lost hold clears the newer one's occupancy",
+        "lockkit/_core/_session.py",
+        "        if names is not None and names.get(name) == owner:",
+        "        if names is not None and name in names:",
+        (
+            "tests/unit/test_session.py::"
+            "test_releasing_a_lost_hold_keeps_the_newer_one_of_the_same_task",
+        ),
+    ),
+    Mutant(
         "acquisitions keyed by nothing but the name (two objects in one task wait forever)",
         "lockkit/_core/_hold.py",
         "        session.occupy(task, self.name)\n",

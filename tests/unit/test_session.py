@@ -234,12 +234,13 @@ async def test_closing_tells_a_body_that_still_runs() -> None:
         except LockLostError:
             outcome.append("lost")
 
-    async with anyio.create_task_group() as tg:
-        async with lockkit.connect("memory://close-under-body", clock=clock) as locks:
-            started = anyio.Event()
-            tg.start_soon(worker, locks, started)
-            await started.wait()
-        await clock.advance(0)
+    with anyio.fail_after(5):  # a body nobody told would sleep on forever
+        async with anyio.create_task_group() as tg:
+            async with lockkit.connect("memory://close-under-body", clock=clock) as locks:
+                started = anyio.Event()
+                tg.start_soon(worker, locks, started)
+                await started.wait()
+            await clock.advance(0)
     assert outcome == ["lost"]
 
 
