@@ -15,12 +15,16 @@ import abc
 import dataclasses
 import enum
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol, final
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, Protocol, final
 
 from ._clock import Clock
 from ._errors import LockUsageError
 
 if TYPE_CHECKING:
+    from contextlib import AbstractContextManager
+
+    import anyio
+
     from ._url import LockURL
 
 __all__ = (
@@ -62,10 +66,9 @@ class Capability(enum.Enum):
     OBSERVE = "observe"
 
 
-@final
-@dataclasses.dataclass(frozen=True, slots=True)
-class Claim:
-    """One acquisition a backend is asked to make.
+class Claim(NamedTuple):
+    """One acquisition a backend is asked to make (a named tuple: cheap to build on the
+    hot path).
 
     Attributes:
         name: the lock name (already validated).
@@ -201,11 +204,15 @@ class BackendContext:
             cancelled when the client closes, after the backend's ``aclose``-time
             cleanup has run.
         cleanup: shielded, bounded, retried undo actions (see :class:`CleanupQueue`).
+        waiting: a cancel scope to wrap a wait for the lock in (not the first ask);
+            closing the client cancels it, and the backend then raises
+            :class:`~lockkit.LockUsageError` (:func:`wait_turn` does this).
     """
 
     clock: Clock
     start_soon: Callable[..., object]
     cleanup: CleanupQueue
+    waiting: Callable[[], AbstractContextManager[anyio.CancelScope]]
 
 
 class Backend(abc.ABC):

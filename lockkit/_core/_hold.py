@@ -22,7 +22,6 @@ import asyncio
 import dataclasses
 import logging
 import secrets
-import weakref
 from types import TracebackType
 from typing import Literal, final
 
@@ -58,7 +57,7 @@ class Acquisition:
 
     token: FencingToken
     lease: Lease
-    task: weakref.ref[asyncio.Task[object]]
+    task: asyncio.Task[object]
     scope: anyio.CancelScope | None = None
 
 
@@ -66,20 +65,17 @@ class Acquisition:
 class Holds:
     """The acquisitions of one primitive on one name, at most one per task."""
 
-    __slots__ = ("__weakref__", "_by_task", "_entered", "_live", "name", "session", "waiting")
+    __slots__ = ("_by_task", "_entered", "_live", "name", "session", "waiting")
 
     def __init__(self, session: Session, name: str) -> None:
         self.session = session
         self.name = name
-        self._by_task: weakref.WeakKeyDictionary[asyncio.Task[object], Acquisition] = (
-            weakref.WeakKeyDictionary()
-        )
+        #: by the task object (never reused while it is a key, unlike ``id(task)``)
+        self._by_task: dict[asyncio.Task[object], Acquisition] = {}
         #: every live acquisition by owner id, including those of tasks that ended
         self._live: dict[str, Acquisition] = {}
         #: acquisitions entered with ``async with`` (they own a cancel scope)
-        self._entered: weakref.WeakKeyDictionary[asyncio.Task[object], Acquisition] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._entered: dict[asyncio.Task[object], Acquisition] = {}
         self.waiting = 0
 
     def __len__(self) -> int:
@@ -103,15 +99,11 @@ class Holds:
         session.occupy(task, name, owner)
         self.waiting += 1
         try:
-            grant = None
-            with session.in_flight():  # closing the client cancels the wait
-                grant = await backend.acquire(
-                    Claim(name, owner, ttl, shared=shared), timeout=timeout
-                )
-            if grant is None or not session.is_open:
-                if grant is not None:  # granted as the client closed: give it back
-                    with anyio.CancelScope(shield=True), anyio.move_on_after(RELEASE_TIMEOUT):
-                        await backend.release(name, owner)
+            # a wait is cancelled when the client closes (BackendContext.waiting)
+            grant = await backend.acquire(Claim(name, owner, ttl, shared), timeout=timeout)
+            if not session.is_open:  # granted as the client closed: give it back
+                with anyio.CancelScope(shield=True), anyio.move_on_after(RELEASE_TIMEOUT):
+                    await backend.release(name, owner)
                 raise LockUsageError(f"the LockClient was closed while acquiring {name!r}")
         except BaseException:
             session.vacate(task, name, owner)
@@ -120,9 +112,9 @@ class Holds:
             self.waiting -= 1
         token = FencingToken(grant.token, name=name, backend=backend.kind, owner=owner)
         lease = Lease(token, ttl, session.clock, grant.started, session.drift_factor, renew=renew)
-        acq = Acquisition(token, lease, weakref.ref(task))
+        acq = Acquisition(token, lease, task)
         # a lost hold no longer keeps the name: the task may ask for it again
-        lease.on_lost(lambda _lease: session.vacate(acq.task(), name, owner))
+        lease.on_lost(lambda _lease: session.vacate(task, name, owner))
         self._by_task[task] = acq
         self._live[owner] = acq
         session.holding(self, True)
@@ -165,8 +157,8 @@ class Holds:
         session.unwatch(acq.lease)
         if self._live.get(acq.token.owner) is acq:
             del self._live[acq.token.owner]
-        task = acq.task()
-        if task is not None and self._by_task.get(task) is acq:
+        task = acq.task
+        if self._by_task.get(task) is acq:
             del self._by_task[task]
         session.vacate(task, self.name, acq.token.owner)
         if not self._live:

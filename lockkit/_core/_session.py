@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import enum
 import logging
-import weakref
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Protocol, final
 
@@ -76,10 +75,10 @@ class Session:
         self._stack: contextlib.AsyncExitStack | None = None
         #: primitives with live acquisitions, released when the client closes
         self._holders: set[Releasable] = set()
-        #: per task, the names it holds or waits for and the owner id doing so (weak: a
-        #: dead task's entry goes with it)
-        self._busy: weakref.WeakKeyDictionary[object, dict[str, str]] = weakref.WeakKeyDictionary()
-        #: cancel scopes of acquisitions in flight, cancelled when the client closes
+        #: per task, the names it holds or waits for and the owner id doing so (an entry
+        #: goes when its last name does; the task object as key cannot be reused)
+        self._busy: dict[object, dict[str, str]] = {}
+        #: cancel scopes of waits for a lock, cancelled when the client closes
         self._waits: set[anyio.CancelScope] = set()
 
     # -- lifecycle -------------------------------------------------------------------
@@ -117,7 +116,8 @@ class Session:
             self.watchdog = Watchdog(self.backend, self.clock, tg)
             tg.start_soon(self.watchdog.run, name="lockkit-watchdog")
             try:
-                await self.backend.aopen(BackendContext(self.clock, tg.start_soon, cleanup))
+                ctx = BackendContext(self.clock, tg.start_soon, cleanup, self.in_flight)
+                await self.backend.aopen(ctx)
             except LockError as exc:
                 # raised here, outside the task group, which would wrap it in a group
                 failed: LockError | None = exc
@@ -190,7 +190,7 @@ class Session:
 
     @contextlib.contextmanager
     def in_flight(self) -> Iterator[anyio.CancelScope]:
-        """A cancel scope for one acquisition in flight; closing the client cancels it."""
+        """A cancel scope for one wait for a lock; closing the client cancels it."""
         with anyio.CancelScope() as scope:
             self._waits.add(scope)
             try:
@@ -240,6 +240,8 @@ class Session:
         names = self._busy.get(task)
         if names is not None and names.get(name) == owner:
             del names[name]
+            if not names:
+                del self._busy[task]
 
     async def release_all(self) -> None:
         """Release every acquisition still held (on close), all at once, shielded and

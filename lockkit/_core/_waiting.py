@@ -16,17 +16,19 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import logging
 import math
 import random
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager
 from typing import final
 
 import anyio
 
 from ._backend import Action, CleanupQueue, Grant
 from ._clock import Clock
-from ._errors import BackendUnavailable, LockTimeout
+from ._errors import BackendUnavailable, LockTimeout, LockUsageError
 
 __all__ = ("Cleanup", "Listening", "Seat", "Turn", "WaitRoom", "wait_turn")
 
@@ -192,13 +194,16 @@ async def wait_turn(
     fallback: float,
     outage_grace: float,
     listen: Callable[[Seat], Awaitable[Listening]] | None = None,
+    waiting: Callable[[], AbstractContextManager[anyio.CancelScope]] | None = None,
 ) -> Grant:
     """Acquire through ``try_once`` (its argument: whether to join the queue), waiting
     for turns as long as ``timeout`` allows.
 
     ``timeout=0`` is one try without queueing. Otherwise the first try already queues;
     a free lock costs that one round trip and no local bookkeeping. On any exit without
-    a grant (timeout, error, cancellation) ``leave`` runs through ``cleanup``.
+    a grant (timeout, error, cancellation) ``leave`` runs through ``cleanup``. Once the
+    lock has to be waited for, the wait runs inside ``waiting()`` (the client's
+    :attr:`BackendContext.waiting`): closing the client ends it with LockUsageError.
 
     Raises:
         LockTimeout: not granted in time. BackendUnavailable: the backend stayed
@@ -206,39 +211,96 @@ async def wait_turn(
     """
     if timeout == 0:
         try:
-            turn = await try_once(False)
+            once = await try_once(False)
         except BaseException:
             await cleanup.run(f"clean up a try on {name!r}", leave)
             raise
-        if turn.grant is None:
+        if once.grant is None:
             raise LockTimeout(name, 0)
-        return turn.grant
+        return once.grant
     started = clock.now()
     deadline = math.inf if timeout is None else started + timeout
+    turn = None
+    try:
+        turn = await try_once(True)
+    except BackendUnavailable:
+        if outage_grace <= 0:
+            await cleanup.run(f"leave the queue of {name!r}", leave)
+            raise
+    except BaseException:
+        await cleanup.run(f"leave the queue of {name!r}", leave)
+        raise
+    if turn is not None and turn.grant is not None:  # a free lock: no bookkeeping
+        return turn.grant
+    wait = functools.partial(
+        _wait,
+        try_once,
+        turn,
+        name=name,
+        owner=owner,
+        room=room,
+        clock=clock,
+        cleanup=cleanup,
+        leave=leave,
+        timeout=timeout,
+        deadline=deadline,
+        fallback=fallback,
+        outage_grace=outage_grace,
+        listen=listen,
+        outage_since=started if turn is None else None,
+    )
+    if waiting is None:
+        return await wait()
+    with waiting():
+        return await wait()
+    raise LockUsageError(f"the LockClient was closed while waiting for {name!r}")
+
+
+async def _wait(
+    try_once: TryOnce,
+    turn: Turn | None,
+    *,
+    name: str,
+    owner: str,
+    room: WaitRoom,
+    clock: Clock,
+    cleanup: CleanupQueue,
+    leave: Action,
+    timeout: float | None,
+    deadline: float,
+    fallback: float,
+    outage_grace: float,
+    listen: Callable[[Seat], Awaitable[Listening]] | None,
+    outage_since: float | None,
+) -> Grant:
+    """The loop of :func:`wait_turn` after a first answer ``turn`` (``None``: the first
+    try met an outage)."""
     seat: Seat | None = None
-    outage_since: float | None = None
     try:
         while True:
-            asked = clock.now()
-            try:
-                turn = await try_once(True)
-            except BackendUnavailable:
-                # ride out a short outage (a restart, a failover) while time is left
-                outage_since = asked if outage_since is None else outage_since
-                if asked - outage_since >= outage_grace or asked >= deadline:
-                    raise
-                if seat is not None:
-                    room.rearm(seat)
-                await clock.wait(anyio.Event(), min(asked + OUTAGE_RETRY, deadline))
-                continue
-            outage_since = None
-            if turn.grant is not None:
-                return turn.grant
+            if turn is None:  # ask (again)
+                if outage_since is not None:  # the last ask met an outage: pause first
+                    await clock.wait(anyio.Event(), min(clock.now() + OUTAGE_RETRY, deadline))
+                asked = clock.now()
+                try:
+                    turn = await try_once(True)
+                except BackendUnavailable:
+                    # ride out a short outage (a restart, a failover) while time is left
+                    outage_since = asked if outage_since is None else outage_since
+                    if asked - outage_since >= outage_grace or asked >= deadline:
+                        raise
+                    if seat is not None:
+                        room.rearm(seat)
+                    continue
+                outage_since = None
+                if turn.grant is not None:
+                    return turn.grant
             if seat is None:
                 seat = room.sit(name, owner)
             state = Listening.ON if listen is None else await listen(seat)
             if state is Listening.NEW:
                 room.rearm(seat)
+                turn = None
                 continue
             now = clock.now()
             if now >= deadline:
@@ -251,6 +313,7 @@ async def wait_turn(
                 bound = now + fallback * random.uniform(1.0, 1.5)
             await clock.wait(seat.event, min(bound, deadline))
             room.rearm(seat)  # before asking again: a wake-up during the ask is kept
+            turn = None
     except BaseException:
         if seat is not None:
             room.leave(seat)

@@ -28,7 +28,7 @@ import anyio
 import anyio.lowlevel
 
 from .._core._backend import Backend, Capability, Claim, Grant, HolderInfo, LockInfo
-from .._core._errors import ConfigurationError, LockTimeout
+from .._core._errors import ConfigurationError, LockTimeout, LockUsageError
 from .._core._options import parse_options
 from .._core._url import LockURL
 
@@ -119,7 +119,15 @@ class MemoryBackend(Backend):
             self._gc(name, entry)
             raise LockTimeout(name, 0)
         deadline = math.inf if timeout is None else now + timeout
-        waiter = _Waiter(owner, ttl, anyio.Event())
+        with self.context.waiting():  # closing the client cancels the wait
+            return await self._wait(
+                name, entry, _Waiter(owner, ttl, anyio.Event()), deadline, timeout
+            )
+        raise LockUsageError(f"the LockClient was closed while waiting for {name!r}")
+
+    async def _wait(
+        self, name: str, entry: _Entry, waiter: _Waiter, deadline: float, timeout: float | None
+    ) -> Grant:
         entry.queue.append(waiter)
         try:
             while True:

@@ -351,6 +351,7 @@ class RedisBackend(Backend):
             fallback=min(5.0, max(0.5, claim.ttl / 2)),
             outage_grace=self._outage_grace,
             listen=self._listen,
+            waiting=self.context.waiting,
         )
         if self.options.wait_replicas:
             await self._confirm_replicas(claim)
