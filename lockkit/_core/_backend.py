@@ -21,10 +21,6 @@ from ._clock import Clock
 from ._errors import LockUsageError
 
 if TYPE_CHECKING:
-    from contextlib import AbstractContextManager
-
-    import anyio
-
     from ._url import LockURL
 
 __all__ = (
@@ -204,15 +200,11 @@ class BackendContext:
             cancelled when the client closes, after the backend's ``aclose``-time
             cleanup has run.
         cleanup: shielded, bounded, retried undo actions (see :class:`CleanupQueue`).
-        waiting: a cancel scope to wrap a wait for the lock in (not the first ask);
-            closing the client cancels it, and the backend then raises
-            :class:`~lockkit.LockUsageError` (:func:`wait_turn` does this).
     """
 
     clock: Clock
     start_soon: Callable[..., object]
     cleanup: CleanupQueue
-    waiting: Callable[[], AbstractContextManager[anyio.CancelScope]]
 
 
 class Backend(abc.ABC):
@@ -230,6 +222,8 @@ class Backend(abc.ABC):
       cancellation, nothing it created on the server remains, even if the server
       applied the request and the reply was lost: ``claim.owner`` is known before the
       call so the cleanup can find it.
+    * ``aclose`` ends the backend's waits in flight with :class:`~lockkit.LockUsageError`
+      (closing the :class:`~lockkit.abc.WaitRoom` they sit in does it).
     * ``release`` and ``extend`` return ``False`` when the server does not name
       ``owner`` as the holder (a definite answer), and then change nothing; they
       raise :class:`~lockkit.BackendUnavailable` when they cannot tell.

@@ -78,8 +78,6 @@ class Session:
         #: per task, the names it holds or waits for and the owner id doing so (an entry
         #: goes when its last name does; the task object as key cannot be reused)
         self._busy: dict[object, dict[str, str]] = {}
-        #: cancel scopes of waits for a lock, cancelled when the client closes
-        self._waits: set[anyio.CancelScope] = set()
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -116,7 +114,7 @@ class Session:
             self.watchdog = Watchdog(self.backend, self.clock, tg)
             tg.start_soon(self.watchdog.run, name="lockkit-watchdog")
             try:
-                ctx = BackendContext(self.clock, tg.start_soon, cleanup, self.in_flight)
+                ctx = BackendContext(self.clock, tg.start_soon, cleanup)
                 await self.backend.aopen(ctx)
             except LockError as exc:
                 # raised here, outside the task group, which would wrap it in a group
@@ -135,8 +133,6 @@ class Session:
             return
         # closing: no new work, but releases that fail now still go to the cleanup queue
         self._state = _State.CLOSING
-        for scope in self._waits:  # acquisitions in flight end with LockUsageError
-            scope.cancel()
         try:
             # each step shields itself: the task group's own scope cannot be nested
             # inside a shield entered after it
@@ -187,16 +183,6 @@ class Session:
         """Retry ``action`` in the background after a failure."""
         if self.cleanup is not None and self._accepts_cleanups:
             self.cleanup.defer(what, action, keep=keep)
-
-    @contextlib.contextmanager
-    def in_flight(self) -> Iterator[anyio.CancelScope]:
-        """A cancel scope for one wait for a lock; closing the client cancels it."""
-        with anyio.CancelScope() as scope:
-            self._waits.add(scope)
-            try:
-                yield scope
-            finally:
-                self._waits.discard(scope)
 
     # -- holdings --------------------------------------------------------------------
 

@@ -16,12 +16,10 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import functools
 import logging
 import math
 import random
 from collections.abc import Awaitable, Callable
-from contextlib import AbstractContextManager
 from typing import final
 
 import anyio
@@ -77,6 +75,8 @@ class WaitRoom:
         self._changed = anyio.Event()
         #: Wake-ups routed to a seated waiter.
         self.wakeups = 0
+        #: Set by :meth:`close`.
+        self.closed = False
 
     def sit(self, name: str, owner: str) -> Seat:
         """Seat ``owner`` as a waiter on ``name``; already woken if a wake-up came first."""
@@ -92,6 +92,12 @@ class WaitRoom:
             seat.event.set()
         self._changed.set()
         return seat
+
+    def close(self) -> None:
+        """The backend is closing: wake every waiter; :func:`wait_turn` then raises
+        LockUsageError, and nobody can sit down any more."""
+        self.closed = True
+        self.wake_all()
 
     def rearm(self, seat: Seat) -> None:
         """A fresh event, taken *before* asking again, so that a wake-up sent while the
@@ -194,16 +200,14 @@ async def wait_turn(
     fallback: float,
     outage_grace: float,
     listen: Callable[[Seat], Awaitable[Listening]] | None = None,
-    waiting: Callable[[], AbstractContextManager[anyio.CancelScope]] | None = None,
 ) -> Grant:
     """Acquire through ``try_once`` (its argument: whether to join the queue), waiting
     for turns as long as ``timeout`` allows.
 
     ``timeout=0`` is one try without queueing. Otherwise the first try already queues;
     a free lock costs that one round trip and no local bookkeeping. On any exit without
-    a grant (timeout, error, cancellation) ``leave`` runs through ``cleanup``. Once the
-    lock has to be waited for, the wait runs inside ``waiting()`` (the client's
-    :attr:`BackendContext.waiting`): closing the client ends it with LockUsageError.
+    a grant (timeout, error, cancellation) ``leave`` runs through ``cleanup``. A wait
+    ends with LockUsageError when the room is closed (the backend is closing).
 
     Raises:
         LockTimeout: not granted in time. BackendUnavailable: the backend stayed
@@ -232,8 +236,7 @@ async def wait_turn(
         raise
     if turn is not None and turn.grant is not None:  # a free lock: no bookkeeping
         return turn.grant
-    wait = functools.partial(
-        _wait,
+    return await _wait(
         try_once,
         turn,
         name=name,
@@ -249,11 +252,6 @@ async def wait_turn(
         listen=listen,
         outage_since=started if turn is None else None,
     )
-    if waiting is None:
-        return await wait()
-    with waiting():
-        return await wait()
-    raise LockUsageError(f"the LockClient was closed while waiting for {name!r}")
 
 
 async def _wait(
@@ -295,6 +293,8 @@ async def _wait(
                 outage_since = None
                 if turn.grant is not None:
                     return turn.grant
+            if room.closed:
+                raise LockUsageError(f"the LockClient was closed while waiting for {name!r}")
             if seat is None:
                 seat = room.sit(name, owner)
             state = Listening.ON if listen is None else await listen(seat)

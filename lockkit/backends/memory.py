@@ -86,6 +86,8 @@ class MemoryBackend(Backend):
 
     def __init__(self, store_name: str | None = None) -> None:
         self.store_name = store_name
+        self._waiters: set[_Waiter] = set()
+        self._closed = False
         if store_name is None:
             self._store = _Store()
         else:
@@ -93,6 +95,12 @@ class MemoryBackend(Backend):
             if store is None:
                 store = _named_stores[store_name] = _Store()
             self._store = store
+
+    async def aclose(self) -> None:
+        """End this client's waits (LockUsageError); the store's locks stay."""
+        self._closed = True
+        for waiter in list(self._waiters):
+            waiter.event.set()
 
     @classmethod
     def from_url(cls, url: LockURL, **options: Any) -> MemoryBackend:
@@ -119,18 +127,17 @@ class MemoryBackend(Backend):
             self._gc(name, entry)
             raise LockTimeout(name, 0)
         deadline = math.inf if timeout is None else now + timeout
-        with self.context.waiting():  # closing the client cancels the wait
-            return await self._wait(
-                name, entry, _Waiter(owner, ttl, anyio.Event()), deadline, timeout
-            )
-        raise LockUsageError(f"the LockClient was closed while waiting for {name!r}")
+        return await self._wait(name, entry, _Waiter(owner, ttl, anyio.Event()), deadline, timeout)
 
     async def _wait(
         self, name: str, entry: _Entry, waiter: _Waiter, deadline: float, timeout: float | None
     ) -> Grant:
         entry.queue.append(waiter)
+        self._waiters.add(waiter)
         try:
             while True:
+                if self._closed:  # aclose() woke us
+                    raise LockUsageError(f"the LockClient was closed while waiting for {name!r}")
                 bound = deadline
                 if entry.queue and entry.queue[0] is waiter:
                     bound = min(bound, entry.expires_at)  # only the head watches expiry
@@ -147,6 +154,8 @@ class MemoryBackend(Backend):
         except BaseException:
             self._abandon(name, entry, waiter)
             raise
+        finally:
+            self._waiters.discard(waiter)
 
     def _held_by(self, name: str, owner: str, now: float) -> _Entry | None:
         """The entry of ``name`` if ``owner`` holds it now, else None."""

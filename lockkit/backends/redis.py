@@ -226,6 +226,7 @@ class RedisBackend(Backend):
     async def aclose(self) -> None:
         executor, self._executor = self._executor, None
         if self._wakeups is not None:
+            self._wakeups.room.close()  # waits in flight end with LockUsageError
             await self._wakeups.aclose()
         if executor is not None:
             await executor.aclose()
@@ -351,7 +352,6 @@ class RedisBackend(Backend):
             fallback=min(5.0, max(0.5, claim.ttl / 2)),
             outage_grace=self._outage_grace,
             listen=self._listen,
-            waiting=self.context.waiting,
         )
         if self.options.wait_replicas:
             await self._confirm_replicas(claim)
