@@ -17,7 +17,7 @@ import enum
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, Protocol, final
 
-from ._clock import Clock
+from ._clock import Clock, MonotonicClock
 from ._errors import LockUsageError
 
 if TYPE_CHECKING:
@@ -239,6 +239,8 @@ class Backend(abc.ABC):
     capabilities: ClassVar[frozenset[Capability]] = frozenset()
 
     _context: BackendContext | None = None
+    #: The client's clock, set by :meth:`aopen` (the real clock until then).
+    clock: Clock = MonotonicClock()
 
     @classmethod
     @abc.abstractmethod
@@ -252,14 +254,11 @@ class Backend(abc.ABC):
             raise LockUsageError(f"{type(self).__name__} is not open")
         return self._context
 
-    @property
-    def clock(self) -> Clock:
-        return self.context.clock
-
     async def aopen(self, ctx: BackendContext) -> None:
         """Connect and verify the server (one round trip). Called once by the client
         before any other method; subclasses call ``super().aopen(ctx)`` first."""
         self._context = ctx
+        self.clock = ctx.clock
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Disconnect, closing only what this backend opened itself. Idempotent."""

@@ -85,7 +85,7 @@ class Holds:
 
     async def take(
         self, *, ttl: float, timeout: float | None, renew: bool, shared: bool = False
-    ) -> FencingToken:
+    ) -> Acquisition:
         session = self.session
         backend = session.require_open()
         task = current_task()
@@ -116,10 +116,12 @@ class Holds:
         # a lost hold no longer keeps the name: the task may ask for it again
         lease.on_lost(lambda _lease: session.vacate(task, name, owner))
         self._by_task[task] = acq
-        self._live[owner] = acq
-        session.holding(self, True)
+        live = self._live
+        live[owner] = acq
+        if len(live) == 1:
+            session.holding(self, True)
         session.watch(lease)
-        return token
+        return acq
 
     # -- finding -----------------------------------------------------------------------
 
@@ -231,14 +233,12 @@ class Holds:
 
     # -- async with --------------------------------------------------------------------
 
-    def enter(self, on_lost: OnLost) -> None:
-        """Open the body's cancel scope for the calling task's fresh acquisition."""
-        task = current_task()
-        acq = self._by_task[task]
+    def enter(self, acq: Acquisition, on_lost: OnLost) -> None:
+        """Open the body's cancel scope for ``acq``, just taken by the calling task."""
         scope = anyio.CancelScope()
         scope.__enter__()
         acq.scope = scope
-        self._entered[task] = acq
+        self._entered[acq.task] = acq
         if on_lost == "cancel":
             acq.lease.on_lost(lambda _lease: scope.cancel())
 

@@ -102,11 +102,12 @@ class Lock:
             LockUsageError: the calling task already holds or waits for this name
                 through this client, or the client is not open.
         """
-        return await self._holds.take(
+        acq = await self._holds.take(
             ttl=self.ttl if ttl is None else validate_ttl(ttl),
             timeout=self.timeout if timeout is _DEFAULT else validate_timeout(timeout),
             renew=self.renew,
         )
+        return acq.token
 
     async def release(self, token: FencingToken | None = None) -> None:
         """Release the acquisition of the calling task, the one ``token`` names, or
@@ -145,9 +146,9 @@ class Lock:
     # -- async with ------------------------------------------------------------------
 
     async def __aenter__(self) -> FencingToken:
-        token = await self.acquire()
-        self._holds.enter(self.on_lost)
-        return token
+        acq = await self._holds.take(ttl=self.ttl, timeout=self.timeout, renew=self.renew)
+        self._holds.enter(acq, self.on_lost)
+        return acq.token
 
     async def __aexit__(
         self,

@@ -52,12 +52,15 @@ class Releasable(Protocol):
 def current_task() -> asyncio.Task[object]:
     """The running asyncio task (the key of per-task acquisitions)."""
     try:
-        task = asyncio.current_task()
+        task = _current_task()
     except RuntimeError:
         task = None
     if task is None:
         raise LockUsageError("lockkit locks are used from an asyncio task")
     return task
+
+
+_current_task = asyncio.current_task
 
 
 @final
