@@ -30,6 +30,8 @@ class Mutant:
     tests: tuple[str, ...]
 
 
+REDIS = "tests/backends/redis/test_redis_guarantees.py"
+
 MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "memory release ignores the owner",
@@ -108,8 +110,8 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "a waiter that times out stays queued",
         "lockkit/_core/_waiting.py",
-        '        await cleanup.run(f"leave the queue of {name!r}", leave)\n',
-        "",
+        '            seat = None\n        await cleanup.run(f"leave the queue of {name!r}", leave)\n',
+        "            seat = None\n",
         ("tests/unit/test_waiting.py::test_timeout_raises_and_leaves_the_queue",),
     ),
     Mutant(
@@ -137,9 +139,57 @@ MUTANTS: tuple[Mutant, ...] = (
         ),
     ),
     Mutant(
+        "redis mints the last token again when the fence is ahead of the clock",
+        "lockkit/_lua/acquire.lua",
+        "    token = last + 1",
+        "    token = last",
+        (f"{REDIS}::test_tokens_pass_a_fence_ahead_of_the_clock",),
+    ),
+    Mutant(
+        "redis queue keeper never refreshes its waiters",
+        "lockkit/backends/redis.py",
+        "            for name in room.names():",
+        "            for name in []:",
+        (f"{REDIS}::test_a_long_wait_keeps_its_place_in_line",),
+    ),
+    Mutant(
+        "redis grant counted from the reply",
+        "lockkit/backends/redis.py",
+        "Turn(Grant(int(reply[1]), started))",
+        "Turn(Grant(int(reply[1]), self._clock.now()))",
+        (f"{REDIS}::test_a_slow_grant_counts_from_the_send",),
+    ),
+    Mutant(
+        "redis free lock ignores a live queued waiter (barging)",
+        "lockkit/_lua/acquire.lua",
+        "  if ARGV[5] == '0' then",
+        "  if true then",
+        (f"{REDIS}::test_a_free_lock_waits_for_its_live_queue",),
+    ),
+    Mutant(
+        "redis release ignores the owner",
+        "lockkit/_lua/release.lua",
+        "if holder ~= owner and holder ~= '~' .. owner then",
+        "if false then",
+        (
+            f"{REDIS}::test_only_the_owner_releases_or_extends",
+            f"{CONFORMANCE}[redis-check_old_holder_cannot_touch_new_holder]",
+        ),
+    ),
+    Mutant(
+        "redis extend ignores the owner",
+        "lockkit/_lua/extend.lua",
+        "  if redis.call('GET', KEYS[i]) == ARGV[i] then",
+        "  if redis.call('GET', KEYS[i]) then",
+        (
+            f"{REDIS}::test_only_the_owner_releases_or_extends",
+            f"{CONFORMANCE}[redis-check_old_holder_cannot_touch_new_holder]",
+        ),
+    ),
+    Mutant(
         "acquisitions keyed by nothing but the name (two objects in one task wait forever)",
         "lockkit/_core/_hold.py",
-        "        session.occupy(task, self.name)\n",
+        "        session.occupy(task, name, owner)\n",
         "",
         ("tests/unit/test_session.py::test_two_lock_objects_in_one_task_fail_at_once",),
     ),
