@@ -1,5 +1,4 @@
-"""The conformance suite, once per backend. Adding a backend is one ``pytest.param``
-plus one entry in ``URLS``."""
+"""The conformance suite, once per backend. Adding a backend is one ``pytest.param``."""
 
 from __future__ import annotations
 
@@ -11,40 +10,38 @@ import pytest
 import lockkit
 from lockkit.testing import CHECKS, ClientFactory, check_backend
 
-BACKENDS = [
-    pytest.param("memory", id="memory"),
-    pytest.param("redis", marks=pytest.mark.redis, id="redis"),
-    pytest.param(
-        "redis-sentinel", marks=[pytest.mark.redis, pytest.mark.cluster], id="redis-sentinel"
-    ),
-    pytest.param(
-        "redis-cluster", marks=[pytest.mark.redis, pytest.mark.cluster], id="redis-cluster"
-    ),
-]
-
 
 def _memory(request: pytest.FixtureRequest) -> str:
     return f"memory://conformance-{uuid.uuid4().hex[:8]}"
 
 
-def _fixture_url(fixture: str) -> Callable[[pytest.FixtureRequest], str]:
+def _server(fixture: str) -> Callable[[pytest.FixtureRequest], str]:
     def url(request: pytest.FixtureRequest) -> str:
         return str(request.getfixturevalue(fixture).url)
 
     return url
 
 
-URLS: dict[str, Callable[[pytest.FixtureRequest], str]] = {
-    "memory": _memory,
-    "redis": _fixture_url("redis_server"),
-    "redis-sentinel": _fixture_url("redis_sentinel"),
-    "redis-cluster": _fixture_url("redis_cluster"),
-}
+#: One row per backend: how to get a URL whose clients share locks, its marks, its id.
+BACKENDS = [
+    pytest.param(_memory, id="memory"),
+    pytest.param(_server("redis_server"), marks=pytest.mark.redis, id="redis"),
+    pytest.param(
+        _server("redis_sentinel"),
+        marks=[pytest.mark.redis, pytest.mark.cluster],
+        id="redis-sentinel",
+    ),
+    pytest.param(
+        _server("redis_cluster"),
+        marks=[pytest.mark.redis, pytest.mark.cluster],
+        id="redis-cluster",
+    ),
+]
 
 
 @pytest.fixture(params=BACKENDS)
 def factory(request: pytest.FixtureRequest) -> ClientFactory:
-    url = URLS[request.param](request)
+    url = request.param(request)
     return lambda: lockkit.connect(url)
 
 
