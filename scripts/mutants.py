@@ -110,7 +110,8 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "a waiter that times out stays queued",
         "lockkit/_core/_waiting.py",
-        '            seat = None\n        await cleanup.run(f"leave the queue of {name!r}", leave)\n',
+        "            seat = None\n"
+        '        await cleanup.run(f"leave the queue of {name!r}", leave)\n',
         "            seat = None\n",
         ("tests/unit/test_waiting.py::test_timeout_raises_and_leaves_the_queue",),
     ),
