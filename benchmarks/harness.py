@@ -33,6 +33,26 @@ class Result:
         return dataclasses.asdict(self)
 
 
+def show(figures: dict[str, float]) -> str:
+    """Figures as one line: small values with three decimals, large ones as integers."""
+    return ", ".join(
+        f"{k}={v:,.3f}" if abs(v) < 100 else f"{k}={v:,.0f}" for k, v in figures.items()
+    )
+
+
+def check(
+    label: str, value: float, limit: float, *, at_most: bool = False, exactly: bool = False
+) -> str:
+    """One goal's verdict for the notes: ``label >= limit: met (value)`` (or MISSED)."""
+    if exactly:
+        met, sign = value == limit, "=="
+    elif at_most:
+        met, sign = value <= limit, "<="
+    else:
+        met, sign = value >= limit, ">="
+    return f"{label} {sign} {limit:g}: {'met' if met else 'MISSED'} ({value:,.3g})"
+
+
 def percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")

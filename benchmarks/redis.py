@@ -17,6 +17,10 @@ The suite starts its own ``redis-server`` in a temporary directory (or uses
 
 Peers that are not installed are skipped with a message; ``benchmarks/requirements.txt``
 lists them.
+
+The server comes from the test harness (``tests.servers.redis.RedisServer``, imported only
+when ``LOCKKIT_BENCH_REDIS_URL`` is not set), so benchmarks and tests start Redis the same
+way; run from a source checkout.
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ import redis.asyncio as aioredis
 import lockkit
 from lockkit.backends.redis import BATCH, RedisBackend
 
-from .harness import Result, Tally, contended, contended_locks, percentile, rate
+from .harness import Result, Tally, check, contended, contended_locks, percentile, rate, show
 
 SUITE = "redis"
 
@@ -67,24 +71,6 @@ def _optional(module: str) -> Any | None:
             "(pip install -r benchmarks/requirements.txt)"
         )
         return None
-
-
-def _show(figures: dict[str, float]) -> str:
-    return ", ".join(
-        f"{k}={v:,.3f}" if abs(v) < 100 else f"{k}={v:,.0f}" for k, v in figures.items()
-    )
-
-
-def _check(
-    label: str, value: float, limit: float, *, at_most: bool = False, exactly: bool = False
-) -> str:
-    if exactly:
-        met, sign = value == limit, "=="
-    elif at_most:
-        met, sign = value <= limit, "<="
-    else:
-        met, sign = value >= limit, ">="
-    return f"{label} {sign} {limit:g}: {'met' if met else 'MISSED'} ({value:,.3g})"
 
 
 @contextlib.asynccontextmanager
@@ -211,7 +197,7 @@ class _Suite:
         self.missed += [f"{name}: {c}" for c in checks if "MISSED" in c]
         result = Result(SUITE, name, figures, notes)
         self.results.insert(len(self.results) if at is None else at, result)
-        print(f"  {name}: {_show(figures)}" + (f"\n    {notes}" if notes else ""), flush=True)
+        print(f"  {name}: {show(figures)}" + (f"\n    {notes}" if notes else ""), flush=True)
 
     async def section(self, title: str, limit: float, body: Callable[[], Awaitable[None]]) -> None:
         print(f"redis: {title}", flush=True)
@@ -324,7 +310,7 @@ class _Suite:
         self.add(
             "lockkit uncontended acquire+release",
             figures,
-            [_check("x_floor", mine / floor, 0.9), _check("stretch x_floor", mine / floor, 1.5)],
+            [check("x_floor", mine / floor, 0.9), check("stretch x_floor", mine / floor, 1.5)],
         )
         titles = {
             "redis_py_lock": "redis-py asyncio Lock uncontended (SET NX + EVALSHA)",
@@ -393,17 +379,17 @@ class _Suite:
                 f"lockkit contended, {tasks} tasks over 2 clients",
                 figures,
                 [
-                    _check("acquisitions_per_s", mine, 2500),
-                    _check("handoff_share", figures["handoff_share"], 0.95),
-                    _check("handoff_p50_ms", figures["handoff_p50_ms"], 0.3, at_most=True),
-                    _check("handoff_p99_ms", figures["handoff_p99_ms"], 1.0, at_most=True),
-                    _check(
+                    check("acquisitions_per_s", mine, 2500),
+                    check("handoff_share", figures["handoff_share"], 0.95),
+                    check("handoff_p50_ms", figures["handoff_p50_ms"], 0.3, at_most=True),
+                    check("handoff_p99_ms", figures["handoff_p99_ms"], 1.0, at_most=True),
+                    check(
                         "max_wait_over_mean_cycle",
                         figures["max_wait_over_mean_cycle"],
                         64,
                         at_most=True,
                     ),
-                    _check(
+                    check(
                         "FIFO: max_turns_waited",
                         figures["max_turns_waited"],
                         tasks - 1,
@@ -551,11 +537,11 @@ class _Suite:
             "fence_keys_kept": float(fences),
         }
         checks = [
-            _check("subscriptions", float(subscriptions), 1, exactly=True),
-            _check("client commands per handoff", client_cmds / monitored, 3, at_most=True)
+            check("subscriptions", float(subscriptions), 1, exactly=True),
+            check("client commands per handoff", client_cmds / monitored, 3, at_most=True)
             if monitor is not None
-            else _check("EVALSHA per handoff", evalsha / counted, 3, at_most=True),
-            _check("keys left after cancel", float(len(left_detail)), 0, at_most=True),
+            else check("EVALSHA per handoff", evalsha / counted, 3, at_most=True),
+            check("keys left after cancel", float(len(left_detail)), 0, at_most=True),
         ]
         self.add(f"lockkit {waiters:,} waiters of one client on one lock", figures, checks)
         detail = (
@@ -685,11 +671,11 @@ class _Suite:
             "fence_keys_kept": float(len(fences)),
         }
         checks = [
-            _check("bytes per held lock", grown / count, 2048, at_most=True),
-            _check("extend scripts per period", extend_scripts / periods, expected, at_most=True),
-            _check("leases kept", float(still_held), count),
-            _check("release errors", float(failed), 0, at_most=True),
-            _check("keys left after release", float(len(left)), 0, at_most=True),
+            check("bytes per held lock", grown / count, 2048, at_most=True),
+            check("extend scripts per period", extend_scripts / periods, expected, at_most=True),
+            check("leases kept", float(still_held), count),
+            check("release errors", float(failed), 0, at_most=True),
+            check("keys left after release", float(len(left)), 0, at_most=True),
         ]
         self.add(f"lockkit {count:,} locks held by one client (ttl {ttl:g}s)", figures, checks)
         detail = f"growth per held lock by file: {where}"
@@ -710,7 +696,7 @@ class _Suite:
         self.add(
             "keys left by the whole suite",
             {"keys_left": float(len(left)), "fence_keys_kept": float(len(fences))},
-            [_check("keys left", float(len(left)), 0, at_most=True)]
+            [check("keys left", float(len(left)), 0, at_most=True)]
             + ([f"left: {', '.join(left[:10])}"] if left else []),
         )
 

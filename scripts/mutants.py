@@ -132,8 +132,9 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "releasing an old lost hold clears the newer one's occupancy",
         "lockkit/_core/_session.py",
-        "        if names is not None and names.get(name) == owner:",
-        "        if names is not None and name in names:",
+        "        if current == owner or (isinstance(current, Lease)"
+        " and current.token.owner == owner):",
+        "        if current is not None:",
         (
             "tests/unit/test_session.py::"
             "test_releasing_a_lost_hold_keeps_the_newer_one_of_the_same_task",

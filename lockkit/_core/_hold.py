@@ -65,7 +65,7 @@ class Acquisition:
 class Holds:
     """The acquisitions of one primitive on one name, at most one per task."""
 
-    __slots__ = ("_by_task", "_entered", "_live", "name", "session", "waiting")
+    __slots__ = ("_by_task", "_entered", "name", "session", "waiting")
 
     def __init__(self, session: Session, name: str) -> None:
         self.session = session
@@ -73,13 +73,12 @@ class Holds:
         #: by the task object (never reused while it is a key, unlike ``id(task)``)
         self._by_task: dict[asyncio.Task[object], Acquisition] = {}
         #: every live acquisition by owner id, including those of tasks that ended
-        self._live: dict[str, Acquisition] = {}
         #: acquisitions entered with ``async with`` (they own a cancel scope)
-        self._entered: dict[asyncio.Task[object], Acquisition] = {}
+        self._entered: dict[asyncio.Task[object], Acquisition] | None = None  # made on use
         self.waiting = 0
 
     def __len__(self) -> int:
-        return len(self._live)
+        return len(self._by_task)
 
     # -- taking ------------------------------------------------------------------------
 
@@ -113,12 +112,10 @@ class Holds:
         token = FencingToken(grant.token, name=name, backend=backend.kind, owner=owner)
         lease = Lease(token, ttl, session.clock, grant.started, session.drift_factor, renew=renew)
         acq = Acquisition(token, lease, task)
-        # a lost hold no longer keeps the name: the task may ask for it again
-        lease.on_lost(lambda _lease: session.vacate(task, name, owner))
-        self._by_task[task] = acq
-        live = self._live
-        live[owner] = acq
-        if len(live) == 1:
+        session.occupied(task, name, lease)  # once lost, the task may ask for it again
+        by_task = self._by_task
+        by_task[task] = acq
+        if len(by_task) == 1:
             session.holding(self, True)
         session.watch(lease)
         return acq
@@ -136,16 +133,16 @@ class Holds:
     def find(self, token: FencingToken | None) -> Acquisition:
         """The acquisition ``token`` names, else the calling task's, else the only one."""
         if token is not None:
-            acq = self._live.get(token.owner)
-            if acq is not None and acq.token.same_acquisition(token):
-                return acq
+            for acq in self._by_task.values():
+                if acq.token.same_acquisition(token):
+                    return acq
             raise LockNotOwnedError(self.name, f"no live acquisition has token {token}")
         mine = self.mine()
         if mine is not None:
             return mine
-        if len(self._live) == 1:  # unambiguous: the one acquisition of this object
-            return next(iter(self._live.values()))
-        if self._live:
+        if len(self._by_task) == 1:  # unambiguous: the one acquisition of this object
+            return next(iter(self._by_task.values()))
+        if self._by_task:
             raise LockNotOwnedError(
                 self.name, "several tasks hold it through this object; pass token="
             )
@@ -157,13 +154,11 @@ class Holds:
         """Drop ``acq`` from the local books (the lease is no longer renewed)."""
         session = self.session
         session.unwatch(acq.lease)
-        if self._live.get(acq.token.owner) is acq:
-            del self._live[acq.token.owner]
         task = acq.task
         if self._by_task.get(task) is acq:
             del self._by_task[task]
         session.vacate(task, self.name, acq.token.owner)
-        if not self._live:
+        if not self._by_task:
             session.holding(self, False)
 
     async def release(self, acq: Acquisition, *, lost_ok: bool = False) -> None:
@@ -228,7 +223,7 @@ class Holds:
                 logger.warning("could not release lock %r on close: %s", self.name, exc)
 
         async with anyio.create_task_group() as tg:
-            for acq in list(self._live.values()):
+            for acq in list(self._by_task.values()):
                 tg.start_soon(release, acq)
 
     # -- async with --------------------------------------------------------------------
@@ -238,6 +233,8 @@ class Holds:
         scope = anyio.CancelScope()
         scope.__enter__()
         acq.scope = scope
+        if self._entered is None:
+            self._entered = {}
         self._entered[acq.task] = acq
         if on_lost == "cancel":
             acq.lease.on_lost(lambda _lease: scope.cancel())
@@ -248,13 +245,13 @@ class Holds:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool:
-        acq = self._entered.pop(current_task(), None)
+        acq = self._entered.pop(current_task(), None) if self._entered else None
         if acq is None or acq.scope is None:  # pragma: no cover - unbalanced use
             return False
         swallowed = bool(acq.scope.__exit__(exc_type, exc, tb))
         acq.scope = None
         lease = acq.lease
-        if self._live.get(acq.token.owner) is not acq:  # released or lost in the body
+        if self._by_task.get(acq.task) is not acq:  # released or lost in the body
             if lease.lost and (exc is None or swallowed):
                 raise LockLostError(self.name, lease.lost_reason or "lost", acq.token)
             return swallowed

@@ -80,7 +80,7 @@ class Session:
         self._holders: set[Releasable] = set()
         #: per task, the names it holds or waits for and the owner id doing so (an entry
         #: goes when its last name does; the task object as key cannot be reused)
-        self._busy: dict[object, dict[str, str]] = {}
+        self._busy: dict[object, dict[str, str | Lease]] = {}
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -215,19 +215,27 @@ class Session:
         names = self._busy.get(task)
         if names is None:
             names = self._busy[task] = {}
-        elif name in names:
-            raise LockUsageError(
-                f"this task already holds or waits for lock {name!r} through this client; "
-                "lockkit locks are not reentrant (release it first, or use another task)"
-            )
+        else:
+            current = names.get(name)
+            if current is not None and not (isinstance(current, Lease) and current.lost):
+                raise LockUsageError(
+                    f"this task already holds or waits for lock {name!r} through this "
+                    "client; lockkit locks are not reentrant (release it first, or use "
+                    "another task)"
+                )
         names[name] = owner
 
-    def vacate(self, task: object | None, name: str, owner: str) -> None:
+    def occupied(self, task: object, name: str, lease: Lease) -> None:
+        """``task`` now holds ``name`` under ``lease`` (it stops counting once lost)."""
+        self._busy[task][name] = lease
+
+    def vacate(self, task: object, name: str, owner: str) -> None:
         """``owner`` no longer holds ``name`` for ``task`` (a later owner is kept)."""
-        if task is None:
-            return
         names = self._busy.get(task)
-        if names is not None and names.get(name) == owner:
+        if names is None:
+            return
+        current = names.get(name)
+        if current == owner or (isinstance(current, Lease) and current.token.owner == owner):
             del names[name]
             if not names:
                 del self._busy[task]

@@ -631,11 +631,18 @@ class ServerGroup(abc.ABC, Generic[N]):
 
     kind: ClassVar[str] = "group"
 
-    def __init__(self, name: str, workdir: Path) -> None:
+    def __init__(self, name: str, workdir: Path, size: int = 1) -> None:
         self.name = name
         self.workdir = workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
+        #: How many members the group is built with.
+        self.size = size
         self.nodes: list[N] = []
+
+    @property
+    def hostports(self) -> str:
+        """``"host:port,host:port,..."`` of every member, as multi-host URLs list them."""
+        return ",".join(node.hostport for node in self.nodes)
 
     @property
     @abc.abstractmethod

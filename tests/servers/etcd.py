@@ -159,8 +159,7 @@ class EtcdCluster(ServerGroup[EtcdServer]):
     kind = "etcd-cluster"
 
     def __init__(self, name: str, workdir: Path, size: int = 3) -> None:
-        super().__init__(name, workdir)
-        self.size = size
+        super().__init__(name, workdir, size)
 
     @property
     def endpoints(self) -> list[str]:
@@ -169,7 +168,7 @@ class EtcdCluster(ServerGroup[EtcdServer]):
 
     @property
     def url(self) -> str:
-        return "etcd://" + ",".join(node.hostport for node in self.nodes)
+        return f"etcd://{self.hostports}"
 
     def _build(self) -> None:
         ports = free_ports(2 * self.size)

@@ -143,13 +143,12 @@ class ZooKeeperEnsemble(ServerGroup[ZooKeeperServer]):
     kind = "zookeeper-ensemble"
 
     def __init__(self, name: str, workdir: Path, size: int = 3) -> None:
-        super().__init__(name, workdir)
-        self.size = size
+        super().__init__(name, workdir, size)
 
     @property
     def hosts(self) -> str:
-        """``"host:port,host:port,..."``, the connect string ZooKeeper clients take."""
-        return ",".join(node.hostport for node in self.nodes)
+        """The connect string ZooKeeper clients take."""
+        return self.hostports
 
     @property
     def url(self) -> str:
