@@ -200,11 +200,16 @@ class BackendContext:
             cancelled when the client closes, after the backend's ``aclose``-time
             cleanup has run.
         cleanup: shielded, bounded, retried undo actions (see :class:`CleanupQueue`).
+        reconfirm: ``reconfirm(within)`` says that every lease granted so far may no
+            longer be backed by the server (a failover): each is renewed at once, and
+            declared lost unless a renewal sent from now on confirms it within
+            ``within`` seconds.
     """
 
     clock: Clock
     start_soon: Callable[..., object]
     cleanup: CleanupQueue
+    reconfirm: Callable[[float], None] = lambda within: None
 
 
 class Backend(abc.ABC):

@@ -198,6 +198,8 @@ class Watchdog:
         #: While True no renewal is sent (deadlines are still enforced). For tests.
         self.paused = False
         self.renewal_calls = 0
+        #: renewals sent before this clock reading confirm nothing (see reconfirm)
+        self._distrust_before = -math.inf
 
     def add(self, lease: Lease) -> None:
         self._leases.add(lease)
@@ -213,6 +215,20 @@ class Watchdog:
 
     def wake(self) -> None:
         """Wake the loop now (renewals were resumed)."""
+        self._poke()
+
+    def reconfirm(self, within: float) -> None:
+        """The server may have lost every lease granted so far (a failover): renew all
+        of them now, and declare lost any that a renewal sent from now on has not
+        confirmed within ``within`` seconds. Renewals already in flight confirm nothing.
+        """
+        now = self._clock.now()
+        self._distrust_before = now
+        for lease in self._leases:
+            if lease.state in (LeaseState.HELD, LeaseState.AT_RISK):
+                lease.mark_at_risk()
+                lease.safe_deadline = min(lease.safe_deadline, now + within)
+                lease.renew_at = now
         self._poke()
 
     def discard(self, lease: Lease) -> None:
@@ -282,13 +298,16 @@ class Watchdog:
         for lease, result in zip(batch, results, strict=True):
             if lease not in self._leases:
                 continue  # released meanwhile
-            if result is True:
+            if result is True and started < self._distrust_before:
+                lease.renew_at = now  # sent before a reconfirm: ask again
+            elif result is True:
                 lease.confirm(started)
             elif result is False:
                 self._leases.discard(lease)
                 lease.mark_lost("the server no longer names this holder as the owner")
             else:
                 lease.mark_at_risk()
-                lease.renew_at = now + min(1.0, lease.ttl * RETRY_FRACTION)
+                retry = 0.0 if started < self._distrust_before else lease.ttl * RETRY_FRACTION
+                lease.renew_at = now + min(1.0, retry)
                 logger.info("renewal of lock %r failed, retrying: %s", lease.token.name, result)
         self._poke()

@@ -117,7 +117,7 @@ class Session:
             self.watchdog = Watchdog(self.backend, self.clock, tg)
             tg.start_soon(self.watchdog.run, name="lockkit-watchdog")
             try:
-                ctx = BackendContext(self.clock, tg.start_soon, cleanup)
+                ctx = BackendContext(self.clock, tg.start_soon, cleanup, self.watchdog.reconfirm)
                 await self.backend.aopen(ctx)
             except LockError as exc:
                 # raised here, outside the task group, which would wrap it in a group

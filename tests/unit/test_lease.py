@@ -201,3 +201,51 @@ async def test_a_renewal_counts_from_its_send_not_its_reply(clock: VirtualClock)
         assert lease.state is LeaseState.HELD
         assert lease.safe_deadline == pytest.approx(10 + 30 - lease.drift)
         await lock.release()
+
+
+async def test_reconfirm_renews_every_lease_now(clock: VirtualClock) -> None:
+    backend = FlakyBackend()
+    async with LockClient(backend, clock=clock) as locks:
+        lock = locks.lock("job", ttl=30, on_lost="raise")
+        await lock.acquire()
+        lease = lock.lease
+        assert lease is not None
+        backend.batches.clear()
+        backend.context.reconfirm(1.0)
+        assert state(lease) is LeaseState.AT_RISK
+        await clock.advance(0.01)
+        assert backend.batches == [1]  # renewed at once, not at ttl/3
+        assert state(lease) is LeaseState.HELD
+        assert lease.remaining() > 29
+
+
+async def test_reconfirm_loses_what_is_not_confirmed_in_time(clock: VirtualClock) -> None:
+    backend = FlakyBackend()
+    async with LockClient(backend, clock=clock) as locks:
+        lock = locks.lock("job", ttl=30, on_lost="raise")
+        await lock.acquire()
+        lease = lock.lease
+        assert lease is not None
+        backend.failing = True
+        backend.context.reconfirm(1.0)
+        await clock.advance(0.9)
+        assert state(lease) is LeaseState.AT_RISK
+        await clock.advance(0.2)
+        assert state(lease) is LeaseState.LOST
+
+
+async def test_a_renewal_sent_before_reconfirm_confirms_nothing(clock: VirtualClock) -> None:
+    backend = FaultyBackend(MemoryBackend())
+    async with LockClient(backend, clock=clock) as locks:
+        lock = locks.lock("job", ttl=30, on_lost="raise")
+        await lock.acquire()
+        lease = lock.lease
+        assert lease is not None
+        backend.delay_reply(2.0, "extend")
+        await clock.advance(10.5)  # a renewal is in flight (sent at t=10)
+        backend.context.reconfirm(5.0)
+        await clock.advance(2)  # its reply (from the old server) is not trusted
+        assert state(lease) is LeaseState.AT_RISK
+        await clock.advance(2.5)  # the renewal asked again after it confirms
+        assert state(lease) is LeaseState.HELD
+        assert lease.remaining() > 20
