@@ -59,7 +59,12 @@ while its timeout allows, and leaves nothing behind when it gives up or is cance
 Failover (Sentinel, Cluster): the client follows the new primary. Locks held on the old
 primary may be lost (asynchronous replication): holders then learn it at their next
 renewal (``LockLostError``); tokens minted on the new primary stay above the old ones as
-long as its clock is not behind.
+long as its clock is not behind. With Sentinel the client uses a primary only when a
+quorum of the Sentinels names it (a resumed, demoted primary that still answers as
+master is refused), listens to ``+switch-master`` on every Sentinel (and asks again
+every second), and on a switch drops its connection to the old primary and renews every
+lease on the new one at once: a lease the new primary does not confirm within 1 s is
+lost (``LockLostError``).
 
 .. versionadded:: 0.1
 """
@@ -109,7 +114,7 @@ from .._drivers.redis.options import (
 )
 from .._drivers.redis.resp import Arg, ConnectOptions, Encoded, Script
 from .._drivers.redis.scripts import ACQUIRE, EXTEND, INSPECT, REFRESH, RELEASE, LockKeys
-from .._drivers.redis.topology import AppClient, Executor, Topology
+from .._drivers.redis.topology import AppClient, Executor, Sentinel, Topology
 from .._drivers.redis.wakeups import Listen, Wakeups
 
 __all__ = ("RedisBackend",)
@@ -222,6 +227,8 @@ class RedisBackend(Backend):
         self._clock, self._room, self._listen = ctx.clock, wakeups.room, wakeups.listen
         await self.ping()
         ctx.start_soon(self._keep_queue_alive, name="lockkit-redis-queue-keeper")
+        if isinstance(self.topology, Sentinel):
+            ctx.start_soon(executor.follow, ctx.reconfirm, name="lockkit-redis-sentinel-follower")
 
     async def aclose(self) -> None:
         executor, self._executor = self._executor, None

@@ -268,14 +268,30 @@ class RespConnection:
         self._protocol: _Protocol | None = None
         self._connecting: asyncio.Task[_Protocol] | None = None
         self._closed = False
+        #: bumped by :meth:`drop`: a connect begun before it is not adopted
+        self._generation = 0
 
     async def _connect(self) -> _Protocol:
+        generation = self._generation
         host, port = await self._address()
         options = self._options
         hello: list[list[Arg]] = [["SELECT", self._db]] if self._db else []
-        return await _open(
+        protocol = await _open(
             host, port, options, lambda: _Protocol(self._lost, options.timeout), hello
         )
+        if generation != self._generation:
+            protocol.close()
+            raise NotSentError(f"{host}:{port} was dropped while connecting")
+        return protocol
+
+    def drop(self, reason: str) -> None:
+        """Close the socket now (requests in flight fail) and forget a connect in
+        progress; the next request connects again, asking ``address`` anew."""
+        self._generation += 1
+        self._connecting = None
+        protocol, self._protocol = self._protocol, None
+        if protocol is not None:
+            protocol.abort(ConnectionError(f"connection to Redis dropped: {reason}"))
 
     def _lost(self, protocol: _Protocol) -> None:
         if self._protocol is protocol:

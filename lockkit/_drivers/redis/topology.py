@@ -20,7 +20,7 @@ import contextlib
 import dataclasses
 import enum
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, final
 
 import redis.asyncio as aioredis
@@ -41,6 +41,7 @@ from .resp import (
     RespError,
     Script,
 )
+from .sentinel import SentinelView
 
 if TYPE_CHECKING:
     from .wakeups import Listen, Subscriber, Wakeups
@@ -96,6 +97,11 @@ class Executor(abc.ABC):
     async def aclose(self) -> None:  # noqa: B027 - nothing to close by default
         """Close what this executor opened (never the application's client)."""
 
+    async def follow(self, reconfirm: Callable[[float], None]) -> None:  # noqa: B027
+        """Follow changes of the primary until cancelled, dropping connections to a
+        demoted one and calling ``reconfirm(within)`` for the leases it granted.
+        Nothing to follow by default."""
+
 
 def _redis_py(options: ConnectOptions) -> dict[str, Any]:
     """redis-py keyword arguments for the same login and TLS as lockkit's connections."""
@@ -128,8 +134,10 @@ class FastExecutor(Executor):
         options: ConnectOptions,
         subscriber: Subscriber,
         closing: Sequence[Any] = (),
+        view: SentinelView | None = None,
     ) -> None:
         self.conn = conn
+        self.view = view
         self.timeout = options.timeout
         self.evalsha = conn.evalsha  # type: ignore[method-assign]
         self.execute = conn.execute  # type: ignore[method-assign]
@@ -147,8 +155,16 @@ class FastExecutor(Executor):
 
         return ClientChannel(self._subscriber, listen, self.timeout)
 
+    async def follow(self, reconfirm: Callable[[float], None]) -> None:
+        if self.view is None:
+            return
+        conn = self.conn
+        await self.view.follow(lambda: conn.drop("the Sentinels named a new primary"), reconfirm)
+
     async def aclose(self) -> None:
         await self.conn.aclose()
+        if self.view is not None:
+            await self.view.aclose()
         for resource in self._closing:
             with contextlib.suppress(Exception):
                 await resource.aclose()
@@ -369,20 +385,29 @@ class Sentinel:
             list(self.hosts), sentinel_kwargs=sentinel_kwargs, db=self.db, **_redis_py(options)
         )
         service = self.service
+        view = SentinelView(
+            self.hosts,
+            service,
+            ConnectOptions(
+                username=self.username,
+                password=self.password,
+                connect_timeout=options.connect_timeout,
+                timeout=options.timeout,
+            ),
+            timeout=options.timeout,
+        )
 
         async def primary() -> Node:
-            try:
-                host, port = await sentinel.discover_master(service)
-            except redis_errors.RedisError as exc:
-                raise NotSentError(f"no Sentinel named the primary of {service!r}: {exc}") from exc
-            return str(host), int(port)
+            node = await view.primary()  # a quorum names it, never only the node itself
+            view.current = node
+            return node
 
         def subscriber() -> tuple[aioredis.Redis, bool]:
             return sentinel.master_for(service), True
 
         address: Address = primary
         conn = RespConnection(address, options, db=self.db)
-        return FastExecutor(conn, options, subscriber, [sentinel])
+        return FastExecutor(conn, options, subscriber, [sentinel], view)
 
     def __str__(self) -> str:
         return f"sentinel {self.service!r} at {','.join(f'{h}:{p}' for h, p in self.hosts)}"

@@ -1,0 +1,206 @@
+"""Which node is the primary, as a quorum of Sentinels says, and following its changes.
+
+A node is never trusted only because it answers as master: a primary that was paused
+past ``down-after`` and failed over goes on answering as master for seconds after it
+resumes. :meth:`SentinelView.primary` asks every Sentinel and accepts an address only
+when a majority of the configured Sentinels names it (or when a Sentinel announced the
+switch to it with ``+switch-master``: a failover needs a majority's authorisation, and
+the other Sentinels learn of it a moment later). An address announced as the *old*
+primary of a switch is refused until a later switch names it again.
+
+:meth:`SentinelView.follow` listens to ``+switch-master`` on every Sentinel (and asks
+again every :data:`POLL` seconds, for a missed message): on a switch away from the node
+the executor's connection was made to, that connection is dropped and every lease is
+handed to ``reconfirm``: renewed on the new primary at once, lost if not confirmed
+there within :data:`RECONFIRM` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import functools
+import logging
+from collections.abc import Callable, Sequence
+from typing import final
+
+from .errors import is_refused
+from .resp import ConnectOptions, NotSentError, PubSubConnection, RespConnection, RespError
+
+__all__ = ("POLL", "RECONFIRM", "SentinelView")
+
+logger = logging.getLogger("lockkit")
+
+Node = tuple[str, int]
+
+#: Seconds between two fallback asks of the primary's address.
+POLL = 1.0
+#: Seconds a lease granted by a demoted primary has to be confirmed on the new one.
+RECONFIRM = 1.0
+_SWITCH = b"+switch-master"
+
+
+def _set(event: asyncio.Event, _: object) -> None:
+    event.set()
+
+
+@final
+class SentinelView:
+    """The Sentinels of one service, asked by quorum, and the primary they name."""
+
+    def __init__(
+        self, hosts: Sequence[Node], service: str, options: ConnectOptions, *, timeout: float
+    ) -> None:
+        self.hosts = list(hosts)
+        self.service = service
+        self.options = options
+        self.timeout = timeout
+        self._conns = [self._connection(host) for host in self.hosts]
+        #: the primary of the last +switch-master heard (None: none heard)
+        self.announced: Node | None = None
+        #: old primaries of the switches heard: never used again until named anew
+        self.demoted: set[Node] = set()
+        #: where the executor's connection was last made to (set by the executor)
+        self.current: Node | None = None
+        #: how many switches were acted on (for tests and operators)
+        self.switches = 0
+
+    def _connection(self, host: Node) -> RespConnection:
+        async def address() -> Node:
+            return host
+
+        return RespConnection(address, self.options)
+
+    @property
+    def majority(self) -> int:
+        return len(self.hosts) // 2 + 1
+
+    async def _ask(self, conn: RespConnection) -> Node | None:
+        async with asyncio.timeout(self.timeout):
+            reply = await conn.execute("SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.service)
+        if not isinstance(reply, list) or len(reply) != 2:
+            return None
+        return reply[0].decode(), int(reply[1])
+
+    def _acceptable(self, votes: collections.Counter[Node], node: Node) -> bool:
+        if node in self.demoted:
+            return False
+        return votes[node] >= self.majority or node == self.announced
+
+    async def primary(self) -> Node:
+        """The primary a quorum of Sentinels names; :class:`NotSentError` otherwise."""
+        votes: collections.Counter[Node] = collections.Counter()
+        errors: list[BaseException] = []
+        asks = [asyncio.ensure_future(self._ask(conn)) for conn in self._conns]
+        try:
+            for ask in asyncio.as_completed(asks):
+                try:
+                    node = await ask
+                except (OSError, TimeoutError, RespError) as exc:
+                    if is_refused(exc):
+                        raise
+                    errors.append(exc)
+                    continue
+                if node is None:
+                    continue
+                votes[node] += 1
+                if self._acceptable(votes, node):
+                    return node
+        finally:
+            for ask in asks:
+                ask.cancel()
+        for node, _ in votes.most_common():
+            if self._acceptable(votes, node):
+                return node
+        said = ", ".join(f"{h}:{p} by {n}" for (h, p), n in votes.items()) or "nothing"
+        raise NotSentError(
+            f"no quorum of the {len(self.hosts)} Sentinels names a primary for "
+            f"{self.service!r} ({said}; {len(errors)} did not answer)"
+        )
+
+    def switched(self, old: Node | None, new: Node, drop: Callable[[], None]) -> bool:
+        """A switch was heard (or polled): refuse ``old`` from now on; if the executor's
+        connection was made to another node than ``new``, call ``drop`` and return True
+        (its leases must be confirmed on ``new``)."""
+        if old is not None and old != new:
+            self.demoted.add(old)
+        self.demoted.discard(new)
+        self.announced = new
+        if self.current is None or self.current == new:
+            return False
+        logger.warning(
+            "Sentinels switched the primary of %r from %s:%d to %s:%d; leases are being "
+            "confirmed on the new primary",
+            self.service,
+            *self.current,
+            *new,
+        )
+        self.switches += 1
+        drop()
+        return True
+
+    async def follow(self, drop: Callable[[], None], reconfirm: Callable[[float], None]) -> None:
+        """Follow the Sentinels until cancelled (see the module docstring)."""
+
+        def on_switch(old: Node | None, new: Node) -> None:
+            if self.switched(old, new, drop):
+                reconfirm(RECONFIRM)
+
+        listeners = [asyncio.ensure_future(self._listen(h, on_switch)) for h in self.hosts]
+        try:
+            while True:
+                await asyncio.sleep(POLL)
+                if self.current is None:
+                    continue
+                try:
+                    node = await self.primary()
+                except (OSError, TimeoutError, RespError) as exc:
+                    logger.debug("could not ask the Sentinels: %s", exc)
+                    continue
+                if node != self.current:
+                    on_switch(self.current, node)
+        finally:
+            for listener in listeners:
+                listener.cancel()
+            for listener in listeners:
+                with contextlib.suppress(BaseException):
+                    await listener
+
+    async def _listen(self, host: Node, on_switch: Callable[[Node | None, Node], None]) -> None:
+        """Hear ``+switch-master`` on one Sentinel, reconnecting after a loss."""
+        service = self.service.encode()
+
+        def on_message(channel: bytes, data: bytes) -> None:
+            parts = data.split()
+            if channel != _SWITCH or len(parts) != 5 or parts[0] != service:
+                return
+            try:
+                old = (parts[1].decode(), int(parts[2]))
+                new = (parts[3].decode(), int(parts[4]))
+            except ValueError:  # pragma: no cover - Sentinel sends numbers
+                return
+            on_switch(old, new)
+
+        while True:
+            lost = asyncio.Event()
+            conn = PubSubConnection(
+                *host,
+                on_message=on_message,
+                on_kicked=functools.partial(_set, lost),
+                on_lost=functools.partial(_set, lost),
+                options=self.options,
+            )
+            try:
+                await conn.connect()
+                await conn.subscribe(_SWITCH, sharded=False)
+                await lost.wait()
+            except (OSError, TimeoutError, RespError) as exc:
+                logger.debug("Sentinel %s:%d: %s", *host, exc)
+            finally:
+                conn.close()
+            await asyncio.sleep(POLL)
+
+    async def aclose(self) -> None:
+        for conn in self._conns:
+            await conn.aclose()

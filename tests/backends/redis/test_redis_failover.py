@@ -1,0 +1,206 @@
+"""Redis Sentinel failover: a demoted primary is never trusted, and the leases it granted
+are confirmed on the new primary or lost within a second of the switch.
+
+``LOCKKIT_FAILOVER_BEFORE=1`` also runs the split-brain scenario without following the
+Sentinels (the behaviour before this was built) and prints its window (``-s``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+import uuid
+
+import anyio
+import pytest
+import redis.asyncio as aioredis
+
+import lockkit
+from lockkit import BackendUnavailable, LockLostError
+from lockkit._drivers.redis.sentinel import SentinelView
+from lockkit._drivers.redis.topology import FastExecutor
+from lockkit.backends.redis import RedisBackend
+
+pytestmark = [pytest.mark.redis, pytest.mark.cluster, pytest.mark.fault]
+
+
+def view_of(client: lockkit.LockClient) -> SentinelView:
+    backend = client.backend
+    assert isinstance(backend, RedisBackend)
+    executor = backend._open_executor()
+    assert isinstance(executor, FastExecutor) and executor.view is not None
+    return executor.view
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}:{uuid.uuid4().hex[:8]}"
+
+
+async def fail_over_paused(group):
+    """Pause the primary until the Sentinels promoted the replica, then resume it (it
+    goes on answering as master until the Sentinels demote it). Returns (old, new)."""
+    old = group.primary()
+    group.wait_replicated()
+    old.pause()
+    try:
+        new = await anyio.to_thread.run_sync(group.wait_for_failover, old)
+    finally:
+        old.resume()
+    return old, new
+
+
+async def test_a_fresh_client_never_uses_the_resumed_old_primary(redis_sentinel) -> None:
+    old, new = await fail_over_paused(redis_sentinel)
+    name = unique("quorum")
+    async with lockkit.connect(redis_sentinel.url, timeout=2) as locks:
+        async with locks.lock(name, ttl=5):
+            assert view_of(locks).current == new.address
+            owner_key = RedisBackend.keys(locks.backend, name).owner  # type: ignore[arg-type]
+            assert new.call("EXISTS", owner_key) == 1
+        assert view_of(locks).current != old.address
+
+
+async def test_no_quorum_of_sentinels_refuses_to_connect(redis_sentinel) -> None:
+    for sentinel in redis_sentinel.sentinels[:2]:
+        sentinel.pause()
+    with pytest.raises(BackendUnavailable, match="quorum"):
+        async with lockkit.connect(redis_sentinel.url, timeout=0.5, connect_timeout=0.5):
+            pass
+
+
+@dataclasses.dataclass
+class Hold:
+    who: str
+    name: str
+    enter: float
+    end: float = 0.0
+    lost: bool = False
+
+
+def told(a: Hold, b: Hold) -> bool:
+    """Whether the overlap of ``a`` and ``b`` ended with one of them told of a loss
+    (the first to end was lost), not with both inside and unaware."""
+    first = a if a.end <= b.end else b
+    return first.lost
+
+
+def overlaps(holds: list[Hold]) -> list[tuple[Hold, Hold, float]]:
+    """Pairs of holds of one name that were inside at once, with how long."""
+    out = []
+    for i, a in enumerate(holds):
+        for b in holds[i + 1 :]:
+            if a.name == b.name:
+                length = min(a.end, b.end) - max(a.enter, b.enter)
+                if length > 0:
+                    out.append((a, b, length))
+    return out
+
+
+async def split_brain(group, *, follow: bool) -> tuple[list[Hold], float]:
+    """Client A holds two locks on the primary (one of them lost by the replica, as
+    asynchronous replication may lose it); the primary is paused past down-after, failed
+    over and resumed; client B, connected after the failover, takes the same names.
+    Returns every hold and the time the first +switch-master was announced."""
+    kept, dropped = unique("kept"), unique("dropped")
+    holds: list[Hold] = []
+    switch_at: list[float] = []
+    both_in = anyio.Event()
+    group.wait_replicated()
+    replica = group.replicas()[0]
+
+    async def hear_switch(host: str, port: int) -> None:
+        client = aioredis.Redis(host=host, port=port)
+        pubsub = client.pubsub()
+        try:
+            await pubsub.subscribe("+switch-master")
+            while True:
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1)
+                if message is not None:
+                    switch_at.append(time.monotonic())
+        finally:
+            with anyio.CancelScope(shield=True):
+                await pubsub.aclose()
+                await client.aclose()
+
+    async def hold(locks: lockkit.LockClient, who: str, name: str, seconds: float) -> None:
+        try:
+            async with locks.lock(name, ttl=10, timeout=60):
+                record = Hold(who, name, time.monotonic())
+                holds.append(record)
+                if len(holds) == 2:
+                    both_in.set()
+                await anyio.sleep(seconds)
+        except LockLostError:
+            record.lost = True
+        record.end = time.monotonic()
+
+    async with anyio.create_task_group() as listeners:
+        for host, port in group.sentinel_addresses:
+            listeners.start_soon(hear_switch, host, port)
+        async with lockkit.connect(group.url) as a, anyio.create_task_group() as tg:
+            if not follow:
+                a_executor = a.backend._open_executor()  # type: ignore[attr-defined]
+                assert isinstance(a_executor, FastExecutor) and a_executor.view is not None
+                a_executor.view.follow = _no_follow  # type: ignore[method-assign]
+            tg.start_soon(hold, a, "A", kept, 15.0)
+            tg.start_soon(hold, a, "A", dropped, 15.0)
+            with anyio.fail_after(10):
+                await both_in.wait()
+            group.wait_replicated()
+            # the replica never got the second grant
+            owner_key = RedisBackend.keys(a.backend, dropped).owner  # type: ignore[arg-type]
+            replica.call("CONFIG", "SET", "replica-read-only", "no")
+            try:
+                assert replica.call("DEL", owner_key) == 1
+            finally:
+                replica.call("CONFIG", "SET", "replica-read-only", "yes")
+            await fail_over_paused(group)
+            async with lockkit.connect(group.url, timeout=2) as b:
+                async with anyio.create_task_group() as btg:
+                    btg.start_soon(hold, b, "B", kept, 1.0)
+                    btg.start_soon(hold, b, "B", dropped, 1.0)
+        listeners.cancel_scope.cancel()
+    assert switch_at, "no Sentinel announced the switch"
+    return holds, min(switch_at)
+
+
+async def _no_follow(drop, reconfirm) -> None:
+    return None
+
+
+def report(label: str, holds: list[Hold], switch_at: float) -> float:
+    window = 0.0
+    for a, b, length in overlaps(holds):
+        how = "ended by a loss" if told(a, b) else "UNTOLD"
+        lock = a.name.split(":")[0]
+        print(f"{label}: {a.who}/{b.who} on {lock} inside together {length:.3f}s ({how})")
+        window += length
+    for h in holds:
+        print(
+            f"{label}: {h.who} {h.name.split(':')[0]} entered {h.enter - switch_at:+.3f}s, "
+            f"{'lost' if h.lost else 'left'} {h.end - switch_at:+.3f}s from the switch"
+        )
+    print(f"{label}: split-brain window {window:.3f}s")
+    return window
+
+
+async def test_leases_of_a_demoted_primary_are_lost_or_confirmed(redis_sentinel) -> None:
+    holds, switch_at = await split_brain(redis_sentinel, follow=True)
+    report("after", holds, switch_at)
+    assert len(holds) == 4
+    for a, b, _ in overlaps(holds):
+        assert told(a, b), f"{a} and {b} were inside together and neither was told"
+    for h in holds:
+        if h.who == "A" and h.lost:  # a grant the new primary did not have
+            assert h.name.startswith("dropped")
+            assert h.end - switch_at < 1.0, h
+        elif h.who == "A":  # confirmed on the new primary: B waited for it
+            assert h.name.startswith("kept")
+    assert any(h.who == "A" and h.lost for h in holds)
+
+
+@pytest.mark.skipif(not os.environ.get("LOCKKIT_FAILOVER_BEFORE"), reason="a measurement")
+async def test_measure_split_brain_without_following(redis_sentinel) -> None:
+    holds, switch_at = await split_brain(redis_sentinel, follow=False)
+    report("before", holds, switch_at)
