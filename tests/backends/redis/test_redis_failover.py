@@ -8,9 +8,11 @@ Sentinels (the behaviour before this was built) and prints its window (``-s``).
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
 import time
 import uuid
+from typing import Any
 
 import anyio
 import pytest
@@ -204,3 +206,47 @@ async def test_leases_of_a_demoted_primary_are_lost_or_confirmed(redis_sentinel)
 async def test_measure_split_brain_without_following(redis_sentinel) -> None:
     holds, switch_at = await split_brain(redis_sentinel, follow=False)
     report("before", holds, switch_at)
+
+
+async def grant_pause(group, *, min_replicas: bool = False, **options: Any) -> float:
+    """The longest time without a grant while one client takes and gives back a lock in
+    a loop through a paused-primary failover (watched until 25 s after the resume)."""
+    name = unique("pause")
+    grants: list[float] = []
+    nodes = list(group.nodes)
+    if min_replicas:
+        for node in nodes:
+            node.call("CONFIG", "SET", "min-replicas-to-write", "1")
+    try:
+        async with lockkit.connect(group.url, timeout=2, **options) as locks:
+
+            async def worker() -> None:
+                while True:
+                    try:
+                        async with locks.lock(name, ttl=3, timeout=30):
+                            grants.append(time.monotonic())
+                            await anyio.sleep(0.02)
+                    except lockkit.LockError:
+                        await anyio.sleep(0.05)
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(worker)
+                await anyio.sleep(1)
+                await fail_over_paused(group)
+                await anyio.sleep(25)
+                tg.cancel_scope.cancel()
+    finally:
+        if min_replicas:
+            for node in nodes:
+                node.call("CONFIG", "SET", "min-replicas-to-write", "0")
+    return max(b - a for a, b in itertools.pairwise(grants))
+
+
+@pytest.mark.skipif(not os.environ.get("LOCKKIT_FAILOVER_BEFORE"), reason="a measurement")
+@pytest.mark.parametrize("mode", ["plain", "wait_replicas=1", "min-replicas-to-write=1"])
+async def test_measure_grant_pause_per_failover(redis_sentinel, mode: str) -> None:
+    if mode == "wait_replicas=1":
+        pause = await grant_pause(redis_sentinel, wait_replicas=1, wait_timeout=1)
+    else:
+        pause = await grant_pause(redis_sentinel, min_replicas=mode != "plain")
+    print(f"{mode}: longest time without a grant across the failover {pause:.3f}s")
