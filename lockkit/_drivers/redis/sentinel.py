@@ -6,7 +6,8 @@ resumes. :meth:`SentinelView.primary` asks every Sentinel and accepts an address
 when a majority of the configured Sentinels names it (or when a Sentinel announced the
 switch to it with ``+switch-master``: a failover needs a majority's authorisation, and
 the other Sentinels learn of it a moment later). An address announced as the *old*
-primary of a switch is refused until a later switch names it again.
+primary of a switch is refused for :data:`DEMOTION` seconds (while the other Sentinels
+catch up), or until a later switch names it again.
 
 :meth:`SentinelView.follow` listens to ``+switch-master`` on every Sentinel (and asks
 again every :data:`POLL` seconds, for a missed message): on a switch away from the node
@@ -22,13 +23,14 @@ import collections
 import contextlib
 import functools
 import logging
+import time
 from collections.abc import Callable, Sequence
 from typing import final
 
 from .errors import is_refused
 from .resp import ConnectOptions, NotSentError, PubSubConnection, RespConnection, RespError
 
-__all__ = ("POLL", "RECONFIRM", "SentinelView")
+__all__ = ("DEMOTION", "POLL", "RECONFIRM", "SentinelView")
 
 logger = logging.getLogger("lockkit")
 
@@ -38,6 +40,10 @@ Node = tuple[str, int]
 POLL = 1.0
 #: Seconds a lease granted by a demoted primary has to be confirmed on the new one.
 RECONFIRM = 1.0
+#: Seconds the old primary of a switch stays refused whatever the Sentinels say (they
+#: learn of a switch from each other within a few seconds); after that a quorum rules
+#: again, so a later failback is followed even when its announcement was missed.
+DEMOTION = 10.0
 _SWITCH = b"+switch-master"
 
 
@@ -59,8 +65,9 @@ class SentinelView:
         self._conns = [self._connection(host) for host in self.hosts]
         #: the primary of the last +switch-master heard (None: none heard)
         self.announced: Node | None = None
-        #: old primaries of the switches heard: never used again until named anew
-        self.demoted: set[Node] = set()
+        #: old primaries of the switches heard, with when: refused for DEMOTION seconds
+        #: (or until a switch names them anew)
+        self.demoted: dict[Node, float] = {}
         #: where the executor's connection was last made to (set by the executor)
         self.current: Node | None = None
         #: how many switches were acted on (for tests and operators)
@@ -83,8 +90,17 @@ class SentinelView:
             return None
         return reply[0].decode(), int(reply[1])
 
+    def _refused(self, node: Node) -> bool:
+        since = self.demoted.get(node)
+        if since is None:
+            return False
+        if time.monotonic() - since < DEMOTION:
+            return True
+        del self.demoted[node]
+        return False
+
     def _acceptable(self, votes: collections.Counter[Node], node: Node) -> bool:
-        if node in self.demoted:
+        if self._refused(node):
             return False
         return votes[node] >= self.majority or node == self.announced
 
@@ -124,8 +140,8 @@ class SentinelView:
         connection was made to another node than ``new``, call ``drop`` and return True
         (its leases must be confirmed on ``new``)."""
         if old is not None and old != new:
-            self.demoted.add(old)
-        self.demoted.discard(new)
+            self.demoted.setdefault(old, time.monotonic())
+        self.demoted.pop(new, None)
         self.announced = new
         if self.current is None or self.current == new:
             return False

@@ -20,7 +20,8 @@ import redis.asyncio as aioredis
 
 import lockkit
 from lockkit import BackendUnavailable, LockLostError
-from lockkit._drivers.redis.sentinel import SentinelView
+from lockkit._drivers.redis.resp import ConnectOptions
+from lockkit._drivers.redis.sentinel import DEMOTION, SentinelView
 from lockkit._drivers.redis.topology import FastExecutor
 from lockkit.backends.redis import RedisBackend
 
@@ -325,3 +326,33 @@ async def test_cluster_leases_of_a_demoted_master_are_lost_or_confirmed(redis_cl
     holds, switch_at = await cluster_split_brain(redis_cluster)
     report("cluster", holds, switch_at)
     check_told_or_confirmed(holds, switch_at)
+
+
+def fake_view(answers: list[tuple[str, int] | None]) -> SentinelView:
+    """A view of three Sentinels whose answers are ``answers`` (no server asked)."""
+    view = SentinelView([("s1", 1), ("s2", 2), ("s3", 3)], "svc", ConnectOptions(), timeout=0.1)
+    replies = dict(zip(map(id, view._conns), answers, strict=True))
+
+    async def ask(conn: object) -> tuple[str, int] | None:
+        return replies[id(conn)]
+
+    view._ask = ask  # type: ignore[method-assign]
+    return view
+
+
+async def test_quorum_rules_and_a_switch_overrides_lagging_sentinels() -> None:
+    old, new = ("h", 1), ("h", 2)
+    assert await fake_view([old, old, new]).primary() == old
+    with pytest.raises(OSError, match="quorum"):
+        await fake_view([old, new, None]).primary()
+    # the leader announced the switch; the others still name the old primary
+    view = fake_view([old, old, new])
+    view.current = old
+    dropped: list[bool] = []
+    assert view.switched(old, new, lambda: dropped.append(True))
+    assert dropped == [True]
+    assert await view.primary() == new
+    # once the demotion has run out, a quorum rules again (a failback heard by nobody)
+    view.demoted[old] -= DEMOTION + 1
+    assert await view.primary() == old
+    assert old not in view.demoted
