@@ -1,7 +1,7 @@
 """Redis Sentinel failover: a demoted primary is never trusted, and the leases it granted
 are confirmed on the new primary or lost within a second of the switch.
 
-``LOCKKIT_FAILOVER_BEFORE=1`` also runs the split-brain scenario without following the
+``LOCKKIT_MEASURE=1`` also runs the split-brain scenario without following the
 Sentinels (the behaviour before this was built) and prints its window (``-s``).
 """
 
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import os
 import time
 import uuid
 from typing import Any
@@ -209,7 +208,7 @@ async def test_leases_of_a_demoted_primary_are_lost_or_confirmed(redis_sentinel)
     check_told_or_confirmed(holds, switch_at)
 
 
-@pytest.mark.skipif(not os.environ.get("LOCKKIT_FAILOVER_BEFORE"), reason="a measurement")
+@pytest.mark.measure
 async def test_measure_split_brain_without_following(redis_sentinel) -> None:
     holds, switch_at = await split_brain(redis_sentinel, follow=False)
     report("before", holds, switch_at)
@@ -249,7 +248,7 @@ async def grant_pause(group, *, min_replicas: bool = False, **options: Any) -> f
     return max(b - a for a, b in itertools.pairwise(grants))
 
 
-@pytest.mark.skipif(not os.environ.get("LOCKKIT_FAILOVER_BEFORE"), reason="a measurement")
+@pytest.mark.measure
 @pytest.mark.parametrize("mode", ["plain", "wait_replicas=1", "min-replicas-to-write=1"])
 async def test_measure_grant_pause_per_failover(redis_sentinel, mode: str) -> None:
     if mode == "wait_replicas=1":
