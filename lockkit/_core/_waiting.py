@@ -222,57 +222,9 @@ async def wait_turn(
         if once.grant is None:
             raise LockTimeout(name, 0)
         return once.grant
-    started = clock.now()
-    deadline = math.inf if timeout is None else started + timeout
-    turn = None
-    try:
-        turn = await try_once(True)
-    except BackendUnavailable:
-        if outage_grace <= 0:
-            await cleanup.run(f"leave the queue of {name!r}", leave)
-            raise
-    except BaseException:
-        await cleanup.run(f"leave the queue of {name!r}", leave)
-        raise
-    if turn is not None and turn.grant is not None:  # a free lock: no bookkeeping
-        return turn.grant
-    return await _wait(
-        try_once,
-        turn,
-        name=name,
-        owner=owner,
-        room=room,
-        clock=clock,
-        cleanup=cleanup,
-        leave=leave,
-        timeout=timeout,
-        deadline=deadline,
-        fallback=fallback,
-        outage_grace=outage_grace,
-        listen=listen,
-        outage_since=started if turn is None else None,
-    )
-
-
-async def _wait(
-    try_once: TryOnce,
-    turn: Turn | None,
-    *,
-    name: str,
-    owner: str,
-    room: WaitRoom,
-    clock: Clock,
-    cleanup: CleanupQueue,
-    leave: Action,
-    timeout: float | None,
-    deadline: float,
-    fallback: float,
-    outage_grace: float,
-    listen: Callable[[Seat], Awaitable[Listening]] | None,
-    outage_since: float | None,
-) -> Grant:
-    """The loop of :func:`wait_turn` after a first answer ``turn`` (``None``: the first
-    try met an outage)."""
+    deadline = math.inf if timeout is None else clock.now() + timeout
+    turn: Turn | None = None
+    outage_since: float | None = None
     seat: Seat | None = None
     try:
         while True:

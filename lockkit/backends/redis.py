@@ -72,6 +72,7 @@ lost (``LockLostError``).
 from __future__ import annotations
 
 import collections
+import functools
 import logging
 import math
 import secrets
@@ -297,21 +298,22 @@ class RedisBackend(Backend):
             raise ConfigurationError("the Redis backend offers exclusive locks only")
         if self._executor is None:
             raise LockUsageError("the Redis backend is not open")
-        keys, ttl_ms = self.keys(claim.name), _ms(claim.ttl)
-        first: Turn | None = None
-        if timeout != 0:  # a free lock costs one round trip and no waiting machinery
-            try:
-                first = await self._try(keys, claim.owner, ttl_ms, True)
-            except BackendUnavailable:
-                pass  # wait_turn asks again, riding out a short outage
-            except BaseException:
-                await self._cleanup.run(f"leave the queue of {claim.name!r}", self._leaver(claim))
-                raise
-            if first is not None and first.grant is not None:
-                if self.options.wait_replicas:
-                    await self._confirm_replicas(claim)
-                return first.grant
-        return await self._wait(claim, keys, ttl_ms, timeout, first)
+        grant = await wait_turn(
+            functools.partial(self._try, self.keys(claim.name), claim.owner, _ms(claim.ttl)),
+            name=claim.name,
+            owner=claim.owner,
+            room=self._room,
+            clock=self._clock,
+            cleanup=self._cleanup,
+            leave=self._leaver(claim),
+            timeout=timeout,
+            fallback=min(5.0, max(0.5, claim.ttl / 2)),
+            outage_grace=self._outage_grace,
+            listen=self._listen,
+        )
+        if self.options.wait_replicas:
+            await self._confirm_replicas(claim)
+        return grant
 
     async def _try(self, keys: LockKeys, owner: str, ttl_ms: int, queue: bool) -> Turn:
         """One ask: take the lock, or (``queue``) join its queue and say when to ask again."""
@@ -334,35 +336,6 @@ class RedisBackend(Backend):
             await self._publish(reply[3], reply[4])
         pttl, rank = int(reply[1]), int(reply[2])
         return Turn(None, pttl / 1000 if rank == 0 and pttl > 0 else None)
-
-    async def _wait(
-        self, claim: Claim, keys: LockKeys, ttl_ms: int, timeout: float | None, first: Turn | None
-    ) -> Grant:
-        """Wait for a turn through the core's wait loop; ``first`` answered its first ask."""
-
-        async def turns(queue: bool) -> Turn:
-            nonlocal first
-            if first is not None:
-                turn, first = first, None
-                return turn
-            return await self._try(keys, claim.owner, ttl_ms, queue)
-
-        grant = await wait_turn(
-            turns,
-            name=claim.name,
-            owner=claim.owner,
-            room=self._room,
-            clock=self._clock,
-            cleanup=self._cleanup,
-            leave=self._leaver(claim),
-            timeout=timeout,
-            fallback=min(5.0, max(0.5, claim.ttl / 2)),
-            outage_grace=self._outage_grace,
-            listen=self._listen,
-        )
-        if self.options.wait_replicas:
-            await self._confirm_replicas(claim)
-        return grant
 
     def _leaver(self, claim: Claim) -> Action:
         """Leave the queue or give the lock back (whichever the server has), dropping
