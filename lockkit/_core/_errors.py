@@ -39,6 +39,7 @@ __all__ = (
     "LockUsageError",
     "StaleTokenError",
     "map_errors",
+    "translate",
 )
 
 
@@ -185,7 +186,16 @@ def map_errors(table: Sequence[ErrorRule], what: str) -> Iterator[None]:
     except LockError:
         raise
     except Exception as exc:
-        for types, make in table:
-            if isinstance(exc, types):
-                raise make(exc, what) from exc
-        raise
+        error = translate(table, exc, what)
+        if error is None:
+            raise
+        raise error from exc
+
+
+def translate(table: Sequence[ErrorRule], exc: BaseException, what: str) -> LockError | None:
+    """The lockkit error ``table`` makes of ``exc`` (first matching row), or ``None``
+    when no row matches. For hot paths that catch the table's types themselves."""
+    for types, make in table:
+        if isinstance(exc, types):
+            return make(exc, what)
+    return None

@@ -95,7 +95,6 @@ from .._core._backend import (
     LockInfo,
     Renewal,
 )
-from .._core._clock import Clock
 from .._core._errors import (
     BackendUnavailable,
     ConfigurationError,
@@ -115,7 +114,7 @@ from .._drivers.redis.options import (
 )
 from .._drivers.redis.resp import Arg, ConnectOptions, Encoded, Script
 from .._drivers.redis.scripts import ACQUIRE, EXTEND, INSPECT, REFRESH, RELEASE, LockKeys
-from .._drivers.redis.topology import AppClient, Executor, Sentinel, Topology
+from .._drivers.redis.topology import AppClient, Executor, Topology
 from .._drivers.redis.wakeups import Listen, Wakeups
 
 __all__ = ("RedisBackend",)
@@ -182,7 +181,6 @@ class RedisBackend(Backend):
         self._executor: Executor | None = None
         self._wakeups: Wakeups | None = None
         # set by aopen, for the hot path
-        self._clock: Clock
         self._room: WaitRoom
         self._listen: Callable[[Seat], Awaitable[Listening]]
         self._cleanup: CleanupQueue
@@ -225,11 +223,12 @@ class RedisBackend(Backend):
         self._wakeups = wakeups = executor.wakeups(
             Listen(self._channel, self.client_id, self.keys, ctx.start_soon)
         )
-        self._clock, self._room, self._listen = ctx.clock, wakeups.room, wakeups.listen
+        self._room, self._listen = wakeups.room, wakeups.listen
         await self.ping()
         ctx.start_soon(self._keep_queue_alive, name="lockkit-redis-queue-keeper")
-        if isinstance(self.topology, Sentinel):
-            ctx.start_soon(executor.follow, ctx.reconfirm, name="lockkit-redis-sentinel-follower")
+        # follows failovers where the topology has someone to follow (Sentinel); returns at
+        # once elsewhere
+        ctx.start_soon(executor.follow, ctx.reconfirm, name="lockkit-redis-follower")
 
     async def aclose(self) -> None:
         executor, self._executor = self._executor, None
@@ -303,7 +302,7 @@ class RedisBackend(Backend):
             name=claim.name,
             owner=claim.owner,
             room=self._room,
-            clock=self._clock,
+            clock=self.clock,
             cleanup=self._cleanup,
             leave=self._leaver(claim),
             timeout=timeout,
@@ -317,19 +316,10 @@ class RedisBackend(Backend):
 
     async def _try(self, keys: LockKeys, owner: str, ttl_ms: int, queue: bool) -> Turn:
         """One ask: take the lock, or (``queue``) join its queue and say when to ask again."""
-        executor = self._executor
-        if executor is None:
-            raise LockUsageError("the Redis backend is not open")
-        self._requests["acquire"] += 1
-        started = self._clock.now()  # before the request: a late reply only shortens the lease
-        try:  # not _eval: this is the hot path
-            reply = await executor.evalsha(
-                ACQUIRE,
-                (keys.encoded,),
-                (owner, ttl_ms, b"1" if queue else b"0", self._acquire_tail),
-            )
-        except DRIVER_ERRORS as exc:
-            raise driver_error(exc, "run the acquire script") from exc
+        started = self.clock.now()  # before the request: a late reply only shortens the lease
+        reply = await self._eval(
+            ACQUIRE, (keys.encoded,), (owner, ttl_ms, b"1" if queue else b"0", self._acquire_tail)
+        )
         if reply[0] == 1:
             return Turn(Grant(int(reply[1]), started))
         if len(reply) > 3:

@@ -6,7 +6,13 @@ from collections.abc import Sequence
 
 import redis.exceptions as redis_errors
 
-from ..._core._errors import BackendUnavailable, ConfigurationError, ErrorRule, LockError
+from ..._core._errors import (
+    BackendUnavailable,
+    ConfigurationError,
+    ErrorRule,
+    LockError,
+    translate,
+)
 from .resp import AuthError, RespError
 
 __all__ = ("DRIVER_ERRORS", "REDIS_ERRORS", "driver_error", "is_refused")
@@ -64,7 +70,4 @@ DRIVER_ERRORS: tuple[type[BaseException], ...] = tuple(
 def driver_error(exc: BaseException, what: str) -> LockError:
     """The lockkit error for ``exc`` (one of :data:`DRIVER_ERRORS`), by the table; for
     hot paths that catch ``DRIVER_ERRORS`` themselves instead of using map_errors."""
-    for types, make in REDIS_ERRORS:
-        if isinstance(exc, types):
-            return make(exc, what)
-    return _unavailable(exc, what)  # pragma: no cover - DRIVER_ERRORS come from the table
+    return translate(REDIS_ERRORS, exc, what) or _unavailable(exc, what)
