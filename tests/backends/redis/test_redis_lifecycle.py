@@ -12,7 +12,7 @@ import anyio
 import pytest
 
 import lockkit
-from lockkit._drivers.redis.resp import ConnectOptions, RespConnection
+from lockkit._drivers.redis.resp import ConnectOptions, NotSentError, RespConnection
 from tests.servers._base import free_ports
 from tests.servers.redis import RedisServer
 
@@ -116,6 +116,41 @@ async def test_a_connection_whose_opener_was_cancelled_is_closed(servers) -> Non
     assert _clients(server) == 2  # the probe, and the connection made in the background
     await conn.aclose()
     assert await _settled_clients(server) == 1
+
+
+async def test_a_connect_in_progress_when_dropped_is_not_adopted(servers) -> None:
+    """``drop()`` (the Sentinels named a new primary) while a connect to the old
+    address is under way: that socket is closed, the request fails unsent, and the next
+    request connects again."""
+    server = servers.redis()
+    asked = anyio.Event()
+    go_on = anyio.Event()
+
+    async def address() -> tuple[str, int]:
+        asked.set()
+        await go_on.wait()
+        return server.host, server.port
+
+    conn = RespConnection(address, ConnectOptions())
+    try:
+        async with anyio.create_task_group() as tg:
+            outcome: list[BaseException] = []
+
+            async def first() -> None:
+                try:
+                    await conn.execute("PING")
+                except NotSentError as exc:
+                    outcome.append(exc)
+
+            tg.start_soon(first)
+            await asked.wait()
+            conn.drop("a new primary")
+            go_on.set()
+        assert len(outcome) == 1, "a request on a dropped connect was sent"
+        assert await _settled_clients(server) == 1  # only the probe: the socket was closed
+        assert await conn.execute("PING") == b"PONG"  # connects anew
+    finally:
+        await conn.aclose()
 
 
 # -- outages ---------------------------------------------------------------------------
