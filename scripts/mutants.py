@@ -158,7 +158,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "redis grant counted from the reply",
         "lockkit/backends/redis.py",
         "Turn(Grant(int(reply[1]), started))",
-        "Turn(Grant(int(reply[1]), self._clock.now()))",
+        "Turn(Grant(int(reply[1]), self.clock.now()))",
         (f"{REDIS}::test_a_slow_grant_counts_from_the_send",),
     ),
     Mutant(
@@ -186,6 +186,16 @@ MUTANTS: tuple[Mutant, ...] = (
         (
             f"{REDIS}::test_only_the_owner_releases_or_extends",
             f"{CONFORMANCE}[redis-check_old_holder_cannot_touch_new_holder]",
+        ),
+    ),
+    Mutant(
+        "redis adopts a connect begun before a drop (a demoted primary)",
+        "lockkit/_drivers/redis/resp.py",
+        "        if generation != self._generation:\n",
+        "        if False:\n",
+        (
+            "tests/backends/redis/test_redis_lifecycle.py::"
+            "test_a_connect_in_progress_when_dropped_is_not_adopted",
         ),
     ),
     Mutant(
