@@ -180,14 +180,10 @@ class Holds:
             # the caller was cancelled: release anyway, shielded and bounded. The first
             # request may already have released, so a "not the owner" now means nothing.
             lease.mark_released()
-            cleanup = self._cleanup_for(acq)
-            if cleanup is not None:
-                await self.session.cleanup_run(*cleanup)
+            await self.session.cleanup_run(*self._cleanup_for(acq))
             raise
         except BackendUnavailable:
-            cleanup = self._cleanup_for(acq)
-            if cleanup is not None:
-                self.session.cleanup_defer(*cleanup)
+            self.session.cleanup_defer(*self._cleanup_for(acq))
             lease.mark_released()
             raise
         if not ok:
@@ -199,7 +195,7 @@ class Holds:
             return
         lease.mark_released()
 
-    def _cleanup_for(self, acq: Acquisition) -> tuple[str, Action, float] | None:
+    def _cleanup_for(self, acq: Acquisition) -> tuple[str, Action, float]:
         """A retryable release of ``acq`` for the cleanup queue, kept for its ttl (past
         it the server has let the lease go anyway)."""
         name, owner, backend = self.name, acq.token.owner, self.session.backend
@@ -259,9 +255,7 @@ class Holds:
             # the caller hears of the loss now; the server may still name us, so a
             # release goes out in the background (bounded) and nobody waits for the ttl
             self.forget(acq)
-            cleanup = self._cleanup_for(acq)
-            if cleanup is not None:
-                self.session.cleanup_soon(*cleanup)
+            self.session.cleanup_soon(*self._cleanup_for(acq))
             raise LockLostError(self.name, lease.lost_reason or "lost", acq.token)
         try:
             await self.release(acq, lost_ok=True)

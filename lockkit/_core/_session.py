@@ -163,29 +163,29 @@ class Session:
 
     # -- cleanups ---------------------------------------------------------------------
 
-    @property
-    def _accepts_cleanups(self) -> bool:
-        return self.cleanup is not None and self._state in (_State.OPEN, _State.CLOSING)
+    def _cleanups(self) -> Cleanup | None:
+        """The cleanup queue while it takes work (open, or closing), else None."""
+        return self.cleanup if self._state in (_State.OPEN, _State.CLOSING) else None
 
     async def cleanup_run(self, what: str, action: Action, keep: float) -> None:
         """Run ``action`` now, shielded and bounded; retried in the background on failure.
         While closing it is only queued: the close's own budget bounds the last try."""
-        if self.cleanup is None or not self._accepts_cleanups:
+        if (cleanup := self._cleanups()) is None:
             return
         if self._state is _State.CLOSING:
-            self.cleanup.defer(what, action, keep=keep)
+            cleanup.defer(what, action, keep=keep)
         else:
-            await self.cleanup.run(what, action, keep=keep)
+            await cleanup.run(what, action, keep=keep)
 
     def cleanup_soon(self, what: str, action: Action, keep: float) -> None:
         """Run ``action`` in the background at once (bounded, retried on failure)."""
-        if self.cleanup is not None and self._accepts_cleanups:
-            self.start_soon(self.cleanup.run, what, action, keep, name="lockkit-cleanup")
+        if (cleanup := self._cleanups()) is not None:
+            self.start_soon(cleanup.run, what, action, keep, name="lockkit-cleanup")
 
     def cleanup_defer(self, what: str, action: Action, keep: float) -> None:
         """Retry ``action`` in the background after a failure."""
-        if self.cleanup is not None and self._accepts_cleanups:
-            self.cleanup.defer(what, action, keep=keep)
+        if (cleanup := self._cleanups()) is not None:
+            cleanup.defer(what, action, keep=keep)
 
     # -- holdings --------------------------------------------------------------------
 
