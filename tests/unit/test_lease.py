@@ -52,6 +52,14 @@ class FlakyBackend(Backend):
         return await self.inner.inspect(name)
 
 
+async def held(locks: LockClient) -> tuple[lockkit.Lock, lockkit.Lease]:
+    """A lock "job" (ttl 30 s, loss raised at the end) acquired, and its lease."""
+    lock = locks.lock("job", ttl=30, on_lost="raise")
+    await lock.acquire()
+    assert lock.lease is not None
+    return lock, lock.lease
+
+
 def state(lease: lockkit.Lease) -> LeaseState:
     return lease.state
 
@@ -110,10 +118,7 @@ async def test_safe_deadline_accounts_for_drift(clock: VirtualClock) -> None:
 async def test_renewal_failures_put_lease_at_risk_then_lose_it(clock: VirtualClock) -> None:
     backend = FlakyBackend()
     async with LockClient(backend, clock=clock) as locks:
-        lock = locks.lock("job", ttl=30, on_lost="raise")
-        await lock.acquire()
-        lease = lock.lease
-        assert lease is not None
+        lock, lease = await held(locks)
         backend.failing = True
         await clock.advance(11)
         assert state(lease) is LeaseState.AT_RISK
@@ -206,10 +211,7 @@ async def test_a_renewal_counts_from_its_send_not_its_reply(clock: VirtualClock)
 async def test_reconfirm_renews_every_lease_now(clock: VirtualClock) -> None:
     backend = FlakyBackend()
     async with LockClient(backend, clock=clock) as locks:
-        lock = locks.lock("job", ttl=30, on_lost="raise")
-        await lock.acquire()
-        lease = lock.lease
-        assert lease is not None
+        _lock, lease = await held(locks)
         backend.batches.clear()
         backend.context.reconfirm(1.0)
         assert state(lease) is LeaseState.AT_RISK
@@ -222,10 +224,7 @@ async def test_reconfirm_renews_every_lease_now(clock: VirtualClock) -> None:
 async def test_reconfirm_loses_what_is_not_confirmed_in_time(clock: VirtualClock) -> None:
     backend = FlakyBackend()
     async with LockClient(backend, clock=clock) as locks:
-        lock = locks.lock("job", ttl=30, on_lost="raise")
-        await lock.acquire()
-        lease = lock.lease
-        assert lease is not None
+        _lock, lease = await held(locks)
         backend.failing = True
         backend.context.reconfirm(1.0)
         await clock.advance(0.9)
@@ -237,10 +236,7 @@ async def test_reconfirm_loses_what_is_not_confirmed_in_time(clock: VirtualClock
 async def test_a_renewal_sent_before_reconfirm_confirms_nothing(clock: VirtualClock) -> None:
     backend = FaultyBackend(MemoryBackend())
     async with LockClient(backend, clock=clock) as locks:
-        lock = locks.lock("job", ttl=30, on_lost="raise")
-        await lock.acquire()
-        lease = lock.lease
-        assert lease is not None
+        _lock, lease = await held(locks)
         backend.delay_reply(2.0, "extend")
         await clock.advance(10.5)  # a renewal is in flight (sent at t=10)
         backend.context.reconfirm(5.0)
