@@ -14,12 +14,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import enum
 import logging
 import math
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import final
 
 import anyio
@@ -77,6 +78,8 @@ class WaitRoom:
         self.wakeups = 0
         #: Set by :meth:`close`.
         self.closed = False
+        self._leaving = 0
+        self._drained = anyio.Event()
 
     def sit(self, name: str, owner: str) -> Seat:
         """Seat ``owner`` as a waiter on ``name``; already woken if a wake-up came first."""
@@ -94,10 +97,28 @@ class WaitRoom:
         return seat
 
     def close(self) -> None:
-        """The backend is closing: wake every waiter; :func:`wait_turn` then raises
-        LockUsageError, and nobody can sit down any more."""
+        """The backend is closing: wake every waiter; :func:`wait_turn` then leaves the
+        queue and raises LockUsageError. See :meth:`drained`."""
         self.closed = True
         self.wake_all()
+
+    @contextlib.contextmanager
+    def leaving(self) -> Iterator[None]:
+        """Around a waiter's cleanup: :meth:`drained` waits for it."""
+        self._leaving += 1
+        try:
+            yield
+        finally:
+            self._leaving -= 1
+            if not self._leaving and not self._seats:
+                self._drained.set()
+
+    async def drained(self) -> None:
+        """Return once no waiter sits and no cleanup of one is in flight (after
+        :meth:`close`: the backend may close its connections then)."""
+        while self._seats or self._leaving:
+            self._drained = anyio.Event()
+            await self._drained.wait()
 
     def rearm(self, seat: Seat) -> None:
         """A fresh event, taken *before* asking again, so that a wake-up sent while the
@@ -117,6 +138,8 @@ class WaitRoom:
         del self._by_name[seat.name]
         if self._on_last is not None:
             self._on_last(seat.name)
+        if not self._seats and not self._leaving:
+            self._drained.set()
         return True
 
     def wake(self, owner: str) -> None:
@@ -229,6 +252,8 @@ async def wait_turn(
     try:
         while True:
             if turn is None:  # ask (again)
+                if room.closed:
+                    raise LockUsageError(f"the LockClient was closed while waiting for {name!r}")
                 if outage_since is not None:  # the last ask met an outage: pause first
                     await clock.wait(anyio.Event(), min(clock.now() + OUTAGE_RETRY, deadline))
                 asked = clock.now()
@@ -245,8 +270,6 @@ async def wait_turn(
                 outage_since = None
                 if turn.grant is not None:
                     return turn.grant
-            if room.closed:
-                raise LockUsageError(f"the LockClient was closed while waiting for {name!r}")
             if seat is None:
                 seat = room.sit(name, owner)
             state = Listening.ON if listen is None else await listen(seat)
@@ -267,10 +290,11 @@ async def wait_turn(
             room.rearm(seat)  # before asking again: a wake-up during the ask is kept
             turn = None
     except BaseException:
-        if seat is not None:
-            room.leave(seat)
-            seat = None
-        await cleanup.run(f"leave the queue of {name!r}", leave)
+        with room.leaving():  # a closing backend waits for this before disconnecting
+            if seat is not None:
+                room.leave(seat)
+                seat = None
+            await cleanup.run(f"leave the queue of {name!r}", leave)
         raise
     finally:
         if seat is not None:

@@ -231,10 +231,13 @@ class RedisBackend(Backend):
         ctx.start_soon(executor.follow, ctx.reconfirm, name="lockkit-redis-follower")
 
     async def aclose(self) -> None:
-        executor, self._executor = self._executor, None
         if self._wakeups is not None:
-            self._wakeups.room.close()  # waits in flight end with LockUsageError
+            room = self._wakeups.room
+            room.close()  # waits in flight end with LockUsageError...
             await self._wakeups.aclose()
+            with anyio.move_on_after(self.options.timeout):
+                await room.drained()  # ...after leaving their queues, while we can
+        executor, self._executor = self._executor, None
         if executor is not None:
             await executor.aclose()
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import anyio
 import pytest
 
-from lockkit import BackendUnavailable, LockTimeout
+from lockkit import BackendUnavailable, LockTimeout, LockUsageError
 from lockkit._core._backend import Grant
 from lockkit._core._waiting import EARLY_LIMIT, Cleanup, Listening, Seat, Turn, WaitRoom, wait_turn
 from lockkit.testing import VirtualClock
@@ -323,3 +323,25 @@ async def test_cleanup_close_tries_pending_work_once_more(clock: VirtualClock) -
         await cleanup.aclose(1.0)
         tg.cancel_scope.cancel()
     assert calls == 2 and cleanup.pending == 0
+
+
+async def test_closing_the_room_ends_a_wait(clock: VirtualClock) -> None:
+    room = WaitRoom()
+    script = Script(clock, [WAIT])
+    errors: list[BaseException] = []
+    async with anyio.create_task_group() as tg:
+        cleanup = Cleanup(clock, tg.start_soon)
+
+        async def run() -> None:
+            try:
+                await _turn(script, room, cleanup, None)()  # type: ignore[misc]
+            except LockUsageError as exc:
+                errors.append(exc)
+
+        tg.start_soon(run)
+        await clock.advance(1.0)
+        assert room.waiting("n") == 1
+        room.close()
+        await clock.advance(0)
+    assert len(errors) == 1 and "closed while waiting" in str(errors[0])
+    assert script.left == 1 and room.waiting() == 0

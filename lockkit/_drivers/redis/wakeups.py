@@ -96,6 +96,7 @@ class ClientChannel:
         self._timeout = timeout
         self._started = False
         self._subscribed = anyio.Event()
+        self._closing = False
 
     async def listen(self, seat: Seat) -> Listening:
         if self._subscribed.is_set():
@@ -105,6 +106,8 @@ class ClientChannel:
             self._start_soon(self._read, name="lockkit-redis-pubsub")
         with anyio.move_on_after(self._timeout + 5):
             await self._subscribed.wait()
+        if self._closing:
+            return Listening.DOWN
         return Listening.NEW if self._subscribed.is_set() else Listening.DOWN
 
     async def _read(self) -> None:
@@ -143,8 +146,11 @@ class ClientChannel:
                             await client.aclose()
 
     async def aclose(self) -> None:
-        """Nothing: the reader runs in the client's task group and closes its own
-        connection when that is cancelled."""
+        """The reader runs in the client's task group and closes its own connection when
+        that is cancelled; here only a waiter still waiting for the subscription is let
+        go (the room is closed: it leaves)."""
+        self._closing = True
+        self._subscribed.set()
 
 
 @dataclasses.dataclass(eq=False, slots=True)

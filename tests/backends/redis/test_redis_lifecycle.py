@@ -6,6 +6,7 @@ from __future__ import annotations
 import gc
 import random
 import time
+import uuid
 import warnings
 
 import anyio
@@ -170,3 +171,30 @@ async def test_a_new_acquire_rides_out_a_restart(servers) -> None:
                 token = await locks.lock("restart", ttl=5, timeout=5).acquire()
         assert int(token) > 0
         assert time.monotonic() - started < 5
+
+
+async def test_closing_the_client_ends_its_waits(redis_server) -> None:
+    url = redis_server.url
+    name = "close-waits:" + uuid.uuid4().hex[:6]
+    async with lockkit.connect(url) as holder:
+        await holder.lock(name, ttl=10).acquire()
+        errors: list[BaseException] = []
+        async with anyio.create_task_group() as tg:
+            async with lockkit.connect(url) as waiting:
+
+                async def wait() -> None:
+                    try:
+                        await waiting.lock(name, ttl=10).acquire()
+                    except lockkit.LockUsageError as exc:
+                        errors.append(exc)
+
+                tg.start_soon(wait)
+                with anyio.fail_after(5):
+                    while (await holder.inspect(name)).waiters < 1:  # noqa: ASYNC110
+                        await anyio.sleep(0.02)
+                closing = time.monotonic()
+        ended = time.monotonic() - closing
+        assert len(errors) == 1, "a wait outlived its client"
+        assert ended < 1.0, f"the wait ended {ended:.2f}s after the client closed"
+        info = await holder.inspect(name)  # it left the queue before the client closed
+        assert info.waiters == 0, f"{info.waiters} queue entries left by a closed client"
