@@ -110,9 +110,9 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "a waiter that times out stays queued",
         "lockkit/_core/_waiting.py",
-        "            seat = None\n"
-        '        await cleanup.run(f"leave the queue of {name!r}", leave)\n',
-        "            seat = None\n",
+        "                seat = None\n"
+        '            await cleanup.run(f"leave the queue of {name!r}", leave)\n',
+        "                seat = None\n",
         ("tests/unit/test_waiting.py::test_timeout_raises_and_leaves_the_queue",),
     ),
     Mutant(
@@ -197,6 +197,13 @@ MUTANTS: tuple[Mutant, ...] = (
             "tests/backends/redis/test_redis_lifecycle.py::"
             "test_a_connect_in_progress_when_dropped_is_not_adopted",
         ),
+    ),
+    Mutant(
+        "redis closes its connection before its waiters left their queues",
+        "lockkit/backends/redis.py",
+        "                await room.drained()",
+        "                pass",
+        ("tests/backends/redis/test_redis_lifecycle.py::test_closing_the_client_ends_its_waits",),
     ),
     Mutant(
         "acquisitions keyed by nothing but the name (two objects in one task wait forever)",
