@@ -40,6 +40,7 @@ __all__ = (
     "RespConnection",
     "RespError",
     "Script",
+    "fixed",
 )
 
 
@@ -103,6 +104,15 @@ class Encoded:
 Arg = bytes | str | int | float | Encoded
 #: Where to connect, asked at every (re)connect (a Sentinel looks the primary up again).
 Address = Callable[[], Awaitable[tuple[str, int]]]
+
+
+def fixed(node: tuple[str, int]) -> Address:
+    """The :data:`Address` of a server that does not move."""
+
+    async def address() -> tuple[str, int]:
+        return node
+
+    return address
 
 
 def _encode(args: Sequence[Arg]) -> bytes:

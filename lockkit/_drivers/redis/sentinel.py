@@ -28,7 +28,14 @@ from collections.abc import Callable, Sequence
 from typing import final
 
 from .errors import is_refused
-from .resp import ConnectOptions, NotSentError, PubSubConnection, RespConnection, RespError
+from .resp import (
+    ConnectOptions,
+    NotSentError,
+    PubSubConnection,
+    RespConnection,
+    RespError,
+    fixed,
+)
 
 __all__ = ("DEMOTION", "POLL", "RECONFIRM", "SentinelView")
 
@@ -70,14 +77,9 @@ class SentinelView:
         self.demoted: dict[Node, float] = {}
         #: where the executor's connection was last made to (set by the executor)
         self.current: Node | None = None
-        #: how many switches were acted on (for tests and operators)
-        self.switches = 0
 
     def _connection(self, host: Node) -> RespConnection:
-        async def address() -> Node:
-            return host
-
-        return RespConnection(address, self.options)
+        return RespConnection(fixed(host), self.options)
 
     @property
     def majority(self) -> int:
@@ -152,7 +154,6 @@ class SentinelView:
             *self.current,
             *new,
         )
-        self.switches += 1
         drop()
         return True
 

@@ -40,6 +40,7 @@ from .resp import (
     RespConnection,
     RespError,
     Script,
+    fixed,
 )
 from .sentinel import SentinelView
 
@@ -193,11 +194,7 @@ class ClusterExecutor(Executor):
             raise NotSentError("the cluster connections are closed")
         conn = self._conns.get(addr)
         if conn is None:
-
-            async def address() -> Node:
-                return addr
-
-            conn = self._conns[addr] = RespConnection(address, self.options)
+            conn = self._conns[addr] = RespConnection(fixed(addr), self.options)
         return conn
 
     async def refresh(self) -> None:
@@ -342,13 +339,12 @@ class Single:
     def open(self, options: ConnectOptions) -> Executor:
         host, port, db = self.host, self.port, self.db
 
-        async def address() -> Node:
-            return host, port
-
         def subscriber() -> tuple[aioredis.Redis, bool]:
             return aioredis.Redis(host=host, port=port, db=db, **_redis_py(options)), True
 
-        return FastExecutor(RespConnection(address, options, db=db), options, subscriber)
+        return FastExecutor(
+            RespConnection(fixed((host, port)), options, db=db), options, subscriber
+        )
 
     def __str__(self) -> str:
         return f"{self.host}:{self.port}/{self.db}"
