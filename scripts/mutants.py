@@ -212,6 +212,16 @@ MUTANTS: tuple[Mutant, ...] = (
         "",
         ("tests/unit/test_session.py::test_two_lock_objects_in_one_task_fail_at_once",),
     ),
+    Mutant(
+        "waiters stay subscribed on a demoted Sentinel primary",
+        "lockkit/_drivers/redis/topology.py",
+        "            self._channel.reconnect()",
+        "            pass",
+        (
+            "tests/backends/redis/test_redis_failover.py::"
+            "test_waiters_listen_on_the_new_primary_after_a_switch",
+        ),
+    ),
 )
 
 

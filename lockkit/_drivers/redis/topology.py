@@ -26,13 +26,11 @@ from typing import TYPE_CHECKING, Any, final
 import redis.asyncio as aioredis
 import redis.exceptions as redis_errors
 from redis.asyncio.cluster import RedisCluster
-from redis.asyncio.sentinel import Sentinel as RedisPySentinel
 from redis.crc import key_slot
 
 from ..._core._errors import ConfigurationError
 from .errors import is_refused
 from .resp import (
-    Address,
     Arg,
     ConnectOptions,
     Encoded,
@@ -45,7 +43,7 @@ from .resp import (
 from .sentinel import SentinelView
 
 if TYPE_CHECKING:
-    from .wakeups import Listen, Subscriber, Wakeups
+    from .wakeups import ClientChannel, Listen, Subscriber, Wakeups
 
 __all__ = (
     "AppClient",
@@ -134,7 +132,6 @@ class FastExecutor(Executor):
         conn: RespConnection,
         options: ConnectOptions,
         subscriber: Subscriber,
-        closing: Sequence[Any] = (),
         view: SentinelView | None = None,
     ) -> None:
         self.conn = conn
@@ -143,7 +140,7 @@ class FastExecutor(Executor):
         self.evalsha = conn.evalsha  # type: ignore[method-assign]
         self.execute = conn.execute  # type: ignore[method-assign]
         self._subscriber = subscriber
-        self._closing = list(closing)
+        self._channel: ClientChannel | None = None
 
     async def evalsha(self, script: Script, keys: Sequence[Arg], args: Sequence[Arg]) -> Any:
         return await self.conn.evalsha(script, keys, args)  # pragma: no cover - replaced
@@ -154,21 +151,24 @@ class FastExecutor(Executor):
     def wakeups(self, listen: Listen) -> Wakeups:
         from .wakeups import ClientChannel
 
-        return ClientChannel(self._subscriber, listen, self.timeout)
+        self._channel = ClientChannel(self._subscriber, listen, self.timeout)
+        return self._channel
 
     async def follow(self, reconfirm: Callable[[float], None]) -> None:
         if self.view is None:
             return
-        conn = self.conn
-        await self.view.follow(lambda: conn.drop("the Sentinels named a new primary"), reconfirm)
+        await self.view.follow(self._switched, reconfirm)
+
+    def _switched(self) -> None:
+        """The Sentinels named a new primary: leave the old one, for locks and wake-ups."""
+        self.conn.drop("the Sentinels named a new primary")
+        if self._channel is not None:
+            self._channel.reconnect()
 
     async def aclose(self) -> None:
         await self.conn.aclose()
         if self.view is not None:
             await self.view.aclose()
-        for resource in self._closing:
-            with contextlib.suppress(Exception):
-                await resource.aclose()
 
 
 @final
@@ -291,7 +291,7 @@ class ClientExecutor(Executor):
     async def execute(self, *args: Arg) -> Any:
         return await self.client.execute_command(*_expand(args))
 
-    def _subscriber(self) -> tuple[aioredis.Redis, bool]:
+    async def _subscriber(self) -> tuple[aioredis.Redis, bool]:
         client = self.client
         if isinstance(client, aioredis.Redis):
             return client, False  # a pub/sub connection from the application's pool
@@ -339,7 +339,7 @@ class Single:
     def open(self, options: ConnectOptions) -> Executor:
         host, port, db = self.host, self.port, self.db
 
-        def subscriber() -> tuple[aioredis.Redis, bool]:
+        async def subscriber() -> tuple[aioredis.Redis, bool]:
             return aioredis.Redis(host=host, port=port, db=db, **_redis_py(options)), True
 
         return FastExecutor(
@@ -369,21 +369,9 @@ class Sentinel:
         return None
 
     def open(self, options: ConnectOptions) -> Executor:
-        sentinel_kwargs: dict[str, Any] = {
-            "socket_timeout": options.timeout,
-            "socket_connect_timeout": options.connect_timeout,
-        }
-        if self.password is not None:
-            sentinel_kwargs["password"] = self.password
-        if self.username is not None:
-            sentinel_kwargs["username"] = self.username
-        sentinel = RedisPySentinel(  # type: ignore[no-untyped-call]
-            list(self.hosts), sentinel_kwargs=sentinel_kwargs, db=self.db, **_redis_py(options)
-        )
-        service = self.service
         view = SentinelView(
             self.hosts,
-            service,
+            self.service,
             ConnectOptions(
                 username=self.username,
                 password=self.password,
@@ -392,18 +380,20 @@ class Sentinel:
             ),
             timeout=options.timeout,
         )
+        db = self.db
 
         async def primary() -> Node:
             node = await view.primary()  # a quorum names it, never only the node itself
             view.current = node
             return node
 
-        def subscriber() -> tuple[aioredis.Redis, bool]:
-            return sentinel.master_for(service), True
+        async def subscriber() -> tuple[aioredis.Redis, bool]:
+            # wake-ups are published where the locks are: on the primary a quorum names
+            host, port = await view.primary()
+            return aioredis.Redis(host=host, port=port, db=db, **_redis_py(options)), True
 
-        address: Address = primary
-        conn = RespConnection(address, options, db=self.db)
-        return FastExecutor(conn, options, subscriber, [sentinel], view)
+        conn = RespConnection(primary, options, db=db)
+        return FastExecutor(conn, options, subscriber, view)
 
     def __str__(self) -> str:
         return f"sentinel {self.service!r} at {','.join(f'{h}:{p}' for h, p in self.hosts)}"

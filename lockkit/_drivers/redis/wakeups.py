@@ -16,7 +16,7 @@ import contextlib
 import dataclasses
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol, final
 
 import anyio
@@ -49,8 +49,9 @@ class SubscriberClientP(Protocol):
     async def aclose(self) -> None: ...
 
 
-#: A client to subscribe through, and whether lockkit owns it (closes it afterwards).
-Subscriber = Callable[[], tuple[SubscriberClientP, bool]]
+#: Makes a client to subscribe through (asked at every (re)connect), and says whether
+#: lockkit owns it (closes it afterwards).
+Subscriber = Callable[[], Awaitable[tuple[SubscriberClientP, bool]]]
 
 logger = logging.getLogger("lockkit.redis")
 
@@ -97,6 +98,13 @@ class ClientChannel:
         self._started = False
         self._subscribed = anyio.Event()
         self._closing = False
+        #: the current subscription; cancelled by :meth:`reconnect`
+        self._session = anyio.CancelScope()
+
+    def reconnect(self) -> None:
+        """Subscribe again at once, through a new client (the primary changed: the old
+        one may still answer, but wake-ups are now published on the new one)."""
+        self._session.cancel()
 
     async def listen(self, seat: Seat) -> Listening:
         if self._subscribed.is_set():
@@ -114,36 +122,45 @@ class ClientChannel:
         """Keep one subscription to this client's channel; route wake-ups to waiters."""
         delay = 0.05
         while True:
-            client, owned = self._subscriber()
-            pubsub = client.pubsub()
-            try:
-                await pubsub.subscribe(self._channel)
-                while True:
-                    message = await pubsub.get_message(timeout=None)
-                    if message is None:
-                        continue
-                    kind = message["type"]
-                    if kind == "message":
-                        data = message["data"]
-                        self.room.wake(data.decode() if isinstance(data, bytes) else str(data))
-                    elif kind == "subscribe":
+            with anyio.CancelScope() as self._session:
+                try:
+                    await self._subscribe_and_read()
+                except (redis_errors.RedisError, OSError) as exc:
+                    if self._subscribed.is_set():
+                        logger.warning("Redis pub/sub connection lost, reconnecting: %s", exc)
                         delay = 0.05
-                        self.subscriptions += 1
-                        self._subscribed.set()
-                        self.room.wake_all()  # messages may have been missed while away
-            except (redis_errors.RedisError, OSError) as exc:
-                if self._subscribed.is_set():
-                    logger.warning("Redis pub/sub connection lost, reconnecting: %s", exc)
-                self._subscribed = anyio.Event()
-                await anyio.sleep(delay * random.uniform(1, 2))
-                delay = min(delay * 2, 2.0)
-            finally:
-                with anyio.CancelScope(shield=True):
+                    self._subscribed = anyio.Event()
+                    await anyio.sleep(delay * random.uniform(1, 2))
+                    delay = min(delay * 2, 2.0)
+                    continue
+            # reconnect(): waiters re-check once the new subscription is confirmed
+            self._subscribed = anyio.Event()
+            delay = 0.05
+
+    async def _subscribe_and_read(self) -> None:
+        client, owned = await self._subscriber()
+        pubsub = client.pubsub()
+        try:
+            await pubsub.subscribe(self._channel)
+            while True:
+                message = await pubsub.get_message(timeout=None)
+                if message is None:
+                    continue
+                kind = message["type"]
+                if kind == "message":
+                    data = message["data"]
+                    self.room.wake(data.decode() if isinstance(data, bytes) else str(data))
+                elif kind == "subscribe":
+                    self.subscriptions += 1
+                    self._subscribed.set()
+                    self.room.wake_all()  # messages may have been missed while away
+        finally:
+            with anyio.CancelScope(shield=True):
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+                if owned:
                     with contextlib.suppress(Exception):
-                        await pubsub.aclose()
-                    if owned:
-                        with contextlib.suppress(Exception):
-                            await client.aclose()
+                        await client.aclose()
 
     async def aclose(self) -> None:
         """The reader runs in the client's task group and closes its own connection when

@@ -11,6 +11,7 @@ import dataclasses
 import itertools
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -37,6 +38,12 @@ def view_of(client: lockkit.LockClient) -> SentinelView:
 
 def unique(prefix: str) -> str:
     return f"{prefix}:{uuid.uuid4().hex[:8]}"
+
+
+async def until(check: Callable[[], bool], *, within: float) -> None:
+    with anyio.fail_after(within):
+        while not check():  # noqa: ASYNC110 - a counter, nothing to wait on
+            await anyio.sleep(0.01)
 
 
 async def fail_over_paused(group):
@@ -69,6 +76,41 @@ async def test_no_quorum_of_sentinels_refuses_to_connect(redis_sentinel) -> None
     with pytest.raises(BackendUnavailable, match="quorum"):
         async with lockkit.connect(redis_sentinel.url, timeout=0.5, connect_timeout=0.5):
             pass
+
+
+async def test_waiters_listen_on_the_new_primary_after_a_switch(redis_sentinel) -> None:
+    """A waiter subscribed on the old primary (paused, failed over, resumed: it answers
+    as master for seconds more) moves its subscription to the new primary at the switch,
+    so the holder's release there wakes it at once, not at its fallback re-check (5 s)."""
+    name = unique("wake")
+    held, release = anyio.Event(), anyio.Event()
+    granted: list[float] = []
+
+    async def holder(locks: lockkit.LockClient) -> None:
+        async with locks.lock(name, ttl=30, timeout=5):
+            held.set()
+            await release.wait()
+
+    async def waiter(locks: lockkit.LockClient) -> None:
+        async with locks.lock(name, ttl=30, timeout=60):
+            granted.append(time.monotonic())
+
+    url = redis_sentinel.url
+    async with lockkit.connect(url) as h, lockkit.connect(url) as w:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(holder, h)
+            await held.wait()
+            tg.start_soon(waiter, w)
+            await until(lambda: w.statistics().backend.waiting == 1, within=5)
+            await until(lambda: w.statistics().backend.subscriptions > 0, within=5)
+            subscribed = w.statistics().backend.subscriptions
+            _, new = await fail_over_paused(redis_sentinel)
+            # the switch is heard within about a second
+            await until(lambda: w.statistics().backend.subscriptions > subscribed, within=3)
+            assert view_of(w).announced == new.address
+            released = time.monotonic()
+            release.set()
+        assert granted and granted[0] - released < 1.0
 
 
 @dataclasses.dataclass
