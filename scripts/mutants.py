@@ -222,6 +222,23 @@ MUTANTS: tuple[Mutant, ...] = (
             "test_waiters_listen_on_the_new_primary_after_a_switch",
         ),
     ),
+    Mutant(
+        "Cluster slot handovers are not followed (leases wait for their next renewal)",
+        "lockkit/_drivers/redis/topology.py",
+        "            self._reconfirm(RECONFIRM)",
+        "            pass",
+        (
+            "tests/backends/redis/test_redis_failover.py::"
+            "test_cluster_slot_handovers_are_followed_before_any_request_fails",
+        ),
+    ),
+    Mutant(
+        "the first node to answer decides the Cluster slot map",
+        "lockkit/_drivers/redis/slots.py",
+        "key=lambda c: c.epoch)",
+        "key=lambda c: 0)",
+        ("tests/unit/test_cluster_slots.py::test_the_newest_epoch_wins_whoever_answered_first",),
+    ),
 )
 
 

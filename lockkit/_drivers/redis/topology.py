@@ -19,6 +19,7 @@ import bisect
 import contextlib
 import dataclasses
 import enum
+import logging
 import random
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, final
@@ -40,7 +41,8 @@ from .resp import (
     Script,
     fixed,
 )
-from .sentinel import SentinelView
+from .sentinel import RECONFIRM, SentinelView
+from .slots import Claim, SlotRange, merge, moved, parse_nodes
 
 if TYPE_CHECKING:
     from .wakeups import ClientChannel, Listen, Subscriber, Wakeups
@@ -57,6 +59,13 @@ __all__ = (
 )
 
 Node = tuple[str, int]
+
+logger = logging.getLogger("lockkit")
+
+#: Seconds between two reads of the Cluster's slot map while the client is open.
+FOLLOW = 1.0
+#: Seconds the other nodes' answers are waited for after the first one arrived.
+LATE = 0.2
 
 
 class WakeKind(enum.Enum):
@@ -173,21 +182,28 @@ class FastExecutor(Executor):
 
 @final
 class ClusterExecutor(Executor):
-    """Routes each script to the primary owning its keys' slot, over fast connections.
+    """Routes each script to the master owning its keys' slot, over fast connections.
 
-    The slot map comes from ``CLUSTER SLOTS`` and is read again on ``MOVED``/``ASK``
-    (the command was not run: it is retried) and after a connection error (failover;
-    the error is raised, since the command may have run).
+    The slot map is read (:mod:`.slots`: every known node asked, the newest epoch
+    believed) on ``MOVED``/``ASK`` (the command was not run: it is retried), after a
+    connection error (failover; the error is raised, since the command may have run),
+    and every :data:`FOLLOW` seconds while :meth:`follow` runs. When a slot changes
+    hands, every lease is confirmed again where its slot is now served: a master cut off
+    from the others keeps claiming its slots until it hears of the failover, and a lease
+    it alone knows of must not outlive that.
     """
 
     def __init__(self, seeds: Sequence[Node], options: ConnectOptions) -> None:
         self.options = options
         self._seeds = list(seeds)
+        self._known: list[Node] = []
         self._conns: dict[Node, RespConnection] = {}
-        self._slots: list[tuple[int, int, Node]] = []
+        self._slots: list[SlotRange] = []
         # a shared refresh outlives a cancelled asker; cancelled on close
         self._refreshing: asyncio.Task[None] | None = None
         self._closed = False
+        #: called with the seconds leases have to be confirmed, when slots change hands
+        self._reconfirm: Callable[[float], None] | None = None
 
     def _conn(self, addr: Node) -> RespConnection:
         if self._closed:
@@ -203,23 +219,59 @@ class ClusterExecutor(Executor):
             self._refreshing = asyncio.ensure_future(self._read_slots())
         await asyncio.shield(self._refreshing)
 
+    async def _ask(self, addr: Node) -> tuple[list[Claim], list[Node]]:
+        reply = await self._conn(addr).execute("CLUSTER", "NODES")
+        return parse_nodes(reply.decode() if isinstance(reply, bytes) else str(reply), addr)
+
     async def _read_slots(self) -> None:
-        last: Exception | None = None
-        for addr in list(dict.fromkeys([*self._conns, *self._seeds])):
+        """Ask every node known (seeds and those the last answers listed) at once; merge
+        the answers that came within :data:`LATE` seconds of the first one."""
+        asks = {
+            asyncio.ensure_future(self._ask(addr)): addr
+            for addr in dict.fromkeys([*self._known, *self._seeds])
+        }
+        views: list[list[Claim]] = []
+        known: list[Node] = []
+        last: BaseException | None = None
+        pending = set(asks)
+        loop = asyncio.get_running_loop()
+        until = loop.time() + self.options.timeout
+        try:
+            while pending and (wait := until - loop.time()) > 0:
+                done, pending = await asyncio.wait(
+                    pending, timeout=wait, return_when=asyncio.FIRST_COMPLETED
+                )
+                for ask in done:
+                    if (exc := ask.exception()) is not None:
+                        if is_refused(exc):
+                            raise exc
+                        last = exc
+                        continue
+                    claims, nodes = ask.result()
+                    if claims:
+                        views.append(claims)
+                    known.extend(nodes)
+                    if len(views) == 1:
+                        until = min(until, loop.time() + LATE)
+        finally:
+            for ask in pending:
+                ask.cancel()
+        if not views:
+            raise ConnectionError(f"no cluster node answered CLUSTER NODES: {last}")
+        old, self._slots = self._slots, merge(views)
+        self._known = list(dict.fromkeys([*known, *self._known]))
+        if old and self._reconfirm is not None and moved(old, self._slots):
+            logger.warning("Cluster slots changed hands; leases are being confirmed again")
+            self._reconfirm(RECONFIRM)
+
+    async def follow(self, reconfirm: Callable[[float], None]) -> None:
+        self._reconfirm = reconfirm
+        while True:
+            await asyncio.sleep(FOLLOW)
             try:
-                reply = await self._conn(addr).execute("CLUSTER", "SLOTS")
-            except (OSError, RespError) as exc:
-                if is_refused(exc):
-                    raise
-                last = exc
-                continue
-            slots = []
-            for entry in reply:
-                host = entry[2][0].decode() if entry[2][0] else addr[0]
-                slots.append((int(entry[0]), int(entry[1]), (host, int(entry[2][1]))))
-            self._slots = sorted(slots)
-            return
-        raise ConnectionError(f"no cluster node answered CLUSTER SLOTS: {last}")
+                await self.refresh()
+            except (OSError, TimeoutError, RespError, NotSentError) as exc:
+                logger.debug("could not read the cluster's slot map: %s", exc)
 
     async def address_for(self, key: Arg) -> Node:
         """The primary serving ``key``'s slot, as the slot map last read says."""
