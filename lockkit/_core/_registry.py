@@ -20,6 +20,8 @@ BUILTIN_SCHEMES: dict[str, tuple[str, str | None]] = {
     "rediss": ("lockkit.backends.redis:RedisBackend", "redis"),
     "redis+sentinel": ("lockkit.backends.redis:RedisBackend", "redis"),
     "redis+cluster": ("lockkit.backends.redis:RedisBackend", "redis"),
+    "zookeeper": ("lockkit.backends.zookeeper:ZooKeeperBackend", "zookeeper"),
+    "zk": ("lockkit.backends.zookeeper:ZooKeeperBackend", "zookeeper"),
 }
 
 ENTRY_POINT_GROUP = "lockkit.backends"

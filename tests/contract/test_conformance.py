@@ -36,6 +36,12 @@ BACKENDS = [
         marks=[pytest.mark.redis, pytest.mark.cluster],
         id="redis-cluster",
     ),
+    pytest.param(_server("zookeeper_server"), marks=pytest.mark.zookeeper, id="zookeeper"),
+    pytest.param(
+        _server("zookeeper_ensemble"),
+        marks=[pytest.mark.zookeeper, pytest.mark.cluster],
+        id="zookeeper-ensemble",
+    ),
 ]
 
 

@@ -1,0 +1,687 @@
+"""The ZooKeeper backend: ``zookeeper://`` (alias ``zk://``).
+
+URL grammar::
+
+    zookeeper://[user:password@]host[:2181][,host[:2181]...][/chroot][?option=value...]
+
+Options (keyword or query string; keywords win; see
+:class:`~lockkit._drivers.zookeeper.ZooKeeperOptions`):
+
+===================  ==========  ==========================================================
+``root``             /lockkit    parent of the locks: lock ``N`` lives at ``{root}/{N}``
+``session_timeout``  10          seconds asked for the session (the server may adjust it)
+``timeout``          5           seconds per request
+``connect_timeout``  10          seconds to reach a server when the client is entered
+===================  ==========  ==========================================================
+
+With ``user:password`` the client authenticates with the ``digest`` scheme on every
+connection, and the nodes it creates are readable and writable by that user only.
+
+Layout (Curator's ``InterProcessMutex``): each acquisition creates an ephemeral
+sequential node ``{root}/{N}/_c_<uuid>-lock-<seq>``, where the uuid is the
+acquisition's owner id, and the node with the lowest sequence holds. ``N`` is the name
+with every character outside ``[A-Za-z0-9-_.:~]`` %-encoded, so a name never escapes
+its parent (``/``, ``..``) and ``a`` and ``a/b`` are separate locks. With
+``root=/locks`` the lock named ``task`` sits at ``/locks/task``, exactly where a Java
+service's ``new InterProcessMutex(client, "/locks/task")`` puts its nodes, so the two
+exclude each other. Lock directories (and the root) are container nodes, removed by the
+server once empty.
+
+Tokens: the holder node's ``czxid``. Zxids are global and rise with every write, so
+tokens rise from one holder to the next even when a lock's directory was removed and
+its sequence numbers start again.
+
+Waiting: a waiter watches only the node just ahead of it (no herd); arrival order is
+the sequence order, so the lock is fair. When the node ahead belongs to this client,
+no watch is set: deleting it wakes the waiter directly, and when it was the holder's,
+hands the lock over without another request. A cancelled or timed-out waiter deletes
+its node (shielded, retried); a node whose create reply was lost is found by its uuid.
+
+Leases: a node lives as long as the session (heartbeats keep it) and, on top of that,
+as long as its holder renews within the lock's ttl; a holder that stops renewing has
+its node deleted by its own client at the ttl. While the connection is down the leases
+are at risk; past the session's safe deadline (the last answer from the server +
+session timeout - 10 %), or when the session is found expired, every lease is lost:
+bodies are cancelled and raise :class:`~lockkit.LockLostError`. A reconnect within
+the session keeps the locks.
+
+TLS: aiozk has no TLS support; asking for it raises ConfigurationError.
+
+.. versionadded:: 0.1
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import functools
+import logging
+import math
+from collections.abc import Sequence
+from typing import Any, ClassVar, final
+
+import aiozk
+import anyio
+
+from .._core._backend import (
+    Action,
+    Backend,
+    BackendContext,
+    BackendStatistics,
+    Capability,
+    Claim,
+    Grant,
+    HolderInfo,
+    LockInfo,
+    Renewal,
+)
+from .._core._errors import BackendUnavailable, ConfigurationError, LockUsageError
+from .._core._options import parse_options
+from .._core._url import LockURL
+from .._core._waiting import Listening, Seat, Turn, WaitRoom, wait_turn
+from .._drivers import zookeeper as zk
+from .._drivers.zookeeper import Link, ZKClientP, ZooKeeperLockOptions, ZooKeeperOptions
+
+__all__ = ("ZooKeeperBackend",)
+
+logger = logging.getLogger("lockkit.zookeeper")
+
+#: The session's safe deadline keeps this fraction of the session timeout in reserve.
+SESSION_MARGIN = 0.1
+#: Tries at creating a node when its directory keeps vanishing.
+CREATE_TRIES = 5
+_TLS_OPTIONS = ("ssl_ca_certs", "ssl_cert_reqs", "ssl_certfile", "ssl_keyfile", "tls")
+
+
+@dataclasses.dataclass(slots=True, eq=False)
+class _Node:
+    """One acquisition of this client: its node, its place in the queue, its lease."""
+
+    name: str
+    owner: str
+    folder: str
+    ttl: float
+    path: str | None = None
+    token: int = 0
+    #: a create was sent whose reply never came: the node may exist
+    unsure: bool = False
+    #: the node just ahead (while waiting)
+    ahead: str | None = None
+    #: set when the holder ahead of it (in this client) deleted its node
+    handed: Grant | None = None
+    held: bool = False
+    expires: float = math.inf
+
+
+@final
+class ZooKeeperBackend(Backend):
+    """Locks in ZooKeeper. See the module docstring for layout, tokens and sessions.
+
+    .. versionadded:: 0.1
+    """
+
+    kind: ClassVar[str] = "zookeeper"
+    schemes: ClassVar[tuple[str, ...]] = ("zookeeper", "zk")
+    capabilities: ClassVar[frozenset[Capability]] = frozenset(
+        {Capability.FAIR, Capability.DISTRIBUTED, Capability.BATCH_RENEW, Capability.NOTIFY}
+    )
+
+    def __init__(
+        self,
+        client: ZKClientP,
+        options: ZooKeeperLockOptions = ZooKeeperLockOptions(),  # noqa: B008 - frozen
+        *,
+        credentials: bytes | None = None,
+        owned: bool = False,
+        connect_timeout: float = 10.0,
+    ) -> None:
+        self.options = options
+        self._client = client
+        self._credentials = credentials
+        self._owned = owned
+        self._connect_timeout = connect_timeout
+        self._link: Link | None = None
+        self._room = WaitRoom()
+        self._nodes: dict[str, _Node] = {}  # by owner
+        self._by_path: dict[str, _Node] = {}
+        self._behind: dict[str, _Node] = {}  # node path -> the local waiter right behind it
+        self._watches: dict[str, set[str]] = {}  # watched path -> owners waiting on it
+        self._folders: dict[str, None] = {}  # lock directories known to exist
+        self._requests: collections.Counter[str] = collections.Counter()
+        self._session_id: int | None = None
+        self._poke = anyio.Event()
+        self._next_wake = -math.inf
+
+    # -- construction ----------------------------------------------------------------
+
+    @classmethod
+    def from_url(cls, url: LockURL, **options: Any) -> ZooKeeperBackend:
+        if any(k in _TLS_OPTIONS for k in (*url.query, *options)):
+            raise ConfigurationError(
+                "the zookeeper backend cannot use TLS: aiozk speaks plain TCP only; "
+                "reach the servers through a TLS tunnel (stunnel, a service mesh) instead"
+            )
+        opts = parse_options(ZooKeeperOptions, cls.kind, url.query, options)
+        credentials = None
+        if url.username is not None or url.password is not None:
+            if not url.username or url.password is None:
+                raise ConfigurationError(
+                    "ZooKeeper digest credentials are 'user:password@' with both parts"
+                )
+            credentials = f"{url.username}:{url.password}".encode()
+        return cls(
+            zk.client_from_url(url, opts),
+            opts,
+            credentials=credentials,
+            owned=True,
+            connect_timeout=opts.connect_timeout,
+        )
+
+    @classmethod
+    def from_client(cls, client: aiozk.ZKClient, **options: Any) -> ZooKeeperBackend:
+        """Use the application's ``aiozk.ZKClient`` (started here if it was not).
+
+        lockkit never closes it, and creates nodes with the client's ``default_acl``.
+
+        Args:
+            client: the application's client.
+            **options: the lock options (``root``, ``timeout``) as for URLs.
+        """
+        opts = parse_options(ZooKeeperLockOptions, cls.kind, {}, options)
+        return cls(client, opts)
+
+    def path(self, name: str) -> str:
+        """The directory of lock ``name``'s nodes, below the chroot."""
+        root = self.options.root
+        segment = zk.encode_name(name, at_top=root == "/")
+        return f"{root.rstrip('/')}/{segment}"
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def aopen(self, ctx: BackendContext) -> None:
+        await super().aopen(ctx)
+        link = Link(
+            self._client,
+            ctx.clock,
+            timeout=self.options.timeout,
+            credentials=self._credentials,
+            owned=self._owned,
+        )
+        self._credentials = None
+        self._link = link
+        await link.open(self._connect_timeout)
+        try:
+            await self.ping()
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await link.close()
+            raise
+        self._session_id = link.session.session_id
+        ctx.start_soon(self._keep, name="lockkit-zookeeper-session")
+
+    async def aclose(self) -> None:
+        room = self._room
+        room.close()  # waits in flight end with LockUsageError, after leaving the queue
+        with anyio.move_on_after(self.options.timeout):
+            await room.drained()
+        link, self._link = self._link, None
+        if link is not None:
+            for path in list(self._watches):
+                link.unwatch(path, self._on_watch)
+            await link.close()
+
+    async def ping(self) -> None:
+        link = self._open()
+        self._requests["children"] += 1
+        reply = await link.call(zk.children(link.path(self.options.root)), "ping ZooKeeper")
+        if isinstance(reply, Exception) and not isinstance(reply, zk.NoNode):
+            raise zk.driver_error(reply, "ping ZooKeeper")
+
+    def statistics(self) -> BackendStatistics:
+        ctx = self._context
+        return BackendStatistics(
+            dict(self._requests),
+            self._room.wakeups,
+            len(self._watches),
+            self._room.waiting(),
+            ctx.cleanup.pending if ctx else 0,
+        )
+
+    def _open(self) -> Link:
+        if self._link is None:
+            raise LockUsageError("the ZooKeeper backend is not open")
+        return self._link
+
+    # -- acquiring -------------------------------------------------------------------
+
+    async def acquire(self, claim: Claim, *, timeout: float | None) -> Grant:
+        if not claim.exclusive:
+            raise ConfigurationError("the ZooKeeper backend offers exclusive locks only")
+        link = self._open()
+        if claim.owner in self._nodes:
+            raise LockUsageError(f"owner id {claim.owner!r} is already in use")
+        node = _Node(claim.name, claim.owner, link.path(self.path(claim.name)), claim.ttl)
+        self._nodes[claim.owner] = node
+        try:
+            return await wait_turn(
+                functools.partial(self._try, node),
+                name=claim.name,
+                owner=claim.owner,
+                room=self._room,
+                clock=self.clock,
+                cleanup=self.context.cleanup,
+                leave=self._leaver(node),
+                timeout=timeout,
+                fallback=min(5.0, max(0.5, claim.ttl / 2)),
+                outage_grace=max(10.0, 3 * self.options.timeout),
+                listen=self._listen,
+            )
+        finally:
+            if not node.held:  # a cleanup still pending finds its node by uuid
+                self._unlink(node)
+                self._forget(node)
+
+    async def _try(self, node: _Node, queue: bool) -> Turn:
+        """One look: take the lock if this node is first, else note the node ahead."""
+        link = self._open()
+        started = self.clock.now()
+        if node.handed is not None:  # the holder ahead of us, in this client, let go
+            return Turn(self._take(node, node.handed))
+        if (  # try once: ask before queueing
+            node.path is None and not queue and zk.lock_nodes(await self._list(link, node.folder))
+        ):
+            return Turn()
+        if node.path is None:
+            listing = await self._create(link, node)
+        else:
+            listing = await self._list(link, node.folder)
+        order = [child for _, child in zk.lock_nodes(listing)]
+        mine = node.path.rpartition("/")[2] if node.path is not None else ""
+        if mine not in order:  # our node is gone (session replaced): queue again
+            self._unlink(node)
+            if not queue:
+                return Turn()
+            listing = await self._create(link, node)
+            order = [child for _, child in zk.lock_nodes(listing)]
+            mine = node.path.rpartition("/")[2] if node.path is not None else ""
+        self._drop_strays(node, order, mine)
+        place = order.index(mine) if mine in order else -1
+        if place == 0:
+            return Turn(self._take(node, Grant(node.token, started)))
+        if not queue:
+            await self._delete_node(node)
+            return Turn()
+        self._queue_behind(node, f"{node.folder}/{order[place - 1]}" if place > 0 else None)
+        return Turn()
+
+    def _take(self, node: _Node, grant: Grant) -> Grant:
+        node.held = True
+        node.handed = None
+        node.expires = grant.started + node.ttl
+        self._queue_behind(node, None)
+        if node.expires < self._next_wake:  # the session keeper must look sooner
+            self._poke.set()
+        return grant
+
+    def _queue_behind(self, node: _Node, ahead: str | None) -> None:
+        if node.ahead is not None and self._behind.get(node.ahead) is node:
+            del self._behind[node.ahead]
+        node.ahead = ahead
+        if ahead is not None:
+            self._behind[ahead] = node
+
+    async def _list(self, link: Link, folder: str) -> list[str]:
+        self._requests["children"] += 1
+        reply = await link.call(zk.children(folder), "list a lock's nodes")
+        return [] if isinstance(reply, zk.NoNode) else list(reply.children)
+
+    async def _create(self, link: Link, node: _Node) -> list[str]:
+        """Create ``node`` (with its directory if needed) and list its siblings in the
+        same round trip; a node left by a create whose reply was lost is adopted."""
+        if node.unsure and await self._adopt(link, node):
+            return await self._list(link, node.folder)
+        folder = node.folder
+        request = zk.create_node(f"{folder}/{zk.node_prefix(node.owner)}", link.acl, b"")
+        for _ in range(CREATE_TRIES):
+            known = folder in self._folders
+            first = request if known else zk.multi(zk.create_container(folder, link.acl), request)
+            self._requests["create"] += 1
+            self._requests["children"] += 1
+            node.unsure = True
+            created, listing = await link.call_many(
+                (first, zk.children(folder)), "create a lock node"
+            )
+            if not known:
+                if isinstance(created.responses[1], zk.ResponseError):
+                    failed = created.responses[0]
+                    node.unsure = False
+                    if isinstance(failed, zk.NodeExists):  # the directory is there already
+                        self._folders[folder] = None
+                    elif isinstance(failed, zk.NoNode):  # so is not the root
+                        await self._make_parents(link, folder)
+                    else:
+                        raise zk.driver_error(failed, "create a lock node")
+                    continue
+                created = created.responses[1]
+                self._remember_folder(folder)
+            elif isinstance(created, zk.NoNode):  # the empty directory was removed
+                node.unsure = False
+                self._folders.pop(folder, None)
+                continue
+            elif isinstance(created, Exception):
+                raise zk.driver_error(created, "create a lock node")
+            node.unsure = False
+            self._link_node(node, created.path, created.stat.created_zxid)
+            return [] if isinstance(listing, Exception) else list(listing.children)
+        raise BackendUnavailable(f"could not create a node for lock {node.name!r}")
+
+    def _remember_folder(self, folder: str) -> None:
+        if len(self._folders) >= 4096:
+            self._folders.pop(next(iter(self._folders)))
+        self._folders[folder] = None
+
+    async def _make_parents(self, link: Link, folder: str) -> None:
+        """Create the containers above ``folder`` (the root and its parents)."""
+        parts = folder.split("/")[1:-1]
+        chroot_depth = len(link.chroot.split("/")) - 1 if link.chroot else 0
+        for depth in range(chroot_depth + 1, len(parts) + 1):
+            path = "/" + "/".join(parts[:depth])
+            self._requests["create"] += 1
+            reply = await link.call(zk.create_container(path, link.acl), "create a lock's parent")
+            if isinstance(reply, Exception) and not isinstance(reply, zk.NodeExists):
+                raise zk.driver_error(reply, "create a lock's parent")
+
+    async def _adopt(self, link: Link, node: _Node) -> bool:
+        """Find the node a lost create reply left behind, by the owner's uuid."""
+        prefix = zk.node_prefix(node.owner)
+        for child in await self._list(link, node.folder):
+            if child.startswith(prefix):
+                path = f"{node.folder}/{child}"
+                self._requests["exists"] += 1
+                stat = await link.call(zk.exists(path), "look at a lock node")
+                if isinstance(stat, zk.NoNode):
+                    continue
+                node.unsure = False
+                self._link_node(node, path, stat.stat.created_zxid)
+                return True
+        node.unsure = False
+        return False
+
+    def _drop_strays(self, node: _Node, order: list[str], mine: str) -> None:
+        """Delete our other nodes (left by a create that was applied twice)."""
+        prefix = zk.node_prefix(node.owner)
+        for child in order:
+            if child != mine and child.startswith(prefix):
+                self.context.cleanup.defer(
+                    f"delete a stray node of {node.name!r}",
+                    functools.partial(self._delete_path, f"{node.folder}/{child}"),
+                )
+
+    def _link_node(self, node: _Node, path: str, token: int) -> None:
+        node.path, node.token = path, token
+        self._by_path[path] = node
+
+    def _unlink(self, node: _Node) -> None:
+        """Forget ``node``'s place in the queue (its node is gone or never was)."""
+        self._queue_behind(node, None)
+        if node.path is not None and self._by_path.get(node.path) is node:
+            del self._by_path[node.path]
+        node.path = None
+
+    def _forget(self, node: _Node) -> None:
+        if self._nodes.get(node.owner) is node:
+            del self._nodes[node.owner]
+
+    # -- waiting -----------------------------------------------------------------------
+
+    async def _listen(self, seat: Seat) -> Listening:
+        node = self._nodes.get(seat.owner)
+        if node is None or node.handed is not None:
+            return Listening.NEW
+        ahead = node.ahead
+        if ahead is None:
+            return Listening.NEW
+        if ahead in self._by_path:  # ours: deleting it wakes this waiter
+            return Listening.ON
+        owners = self._watches.get(ahead)
+        if owners is not None:
+            owners.add(seat.owner)
+            return Listening.ON
+        link = self._open()
+        self._watches[ahead] = {seat.owner}
+        link.watch(ahead, self._on_watch)
+        self._requests["watch"] += 1
+        try:
+            reply = await link.call(zk.get_data(ahead, watch=True), "watch a lock node")
+        except BackendUnavailable:
+            self._drop_watch(ahead)
+            return Listening.DOWN
+        if isinstance(reply, zk.NoNode):  # gone already: look again
+            self._drop_watch(ahead)
+            return Listening.NEW
+        return Listening.ON
+
+    def _on_watch(self, path: str) -> None:
+        for owner in self._drop_watch(path):
+            self._room.wake(owner)
+
+    def _drop_watch(self, path: str) -> set[str]:
+        owners = self._watches.pop(path, set())
+        if self._link is not None:
+            self._link.unwatch(path, self._on_watch)
+        return owners
+
+    # -- releasing -------------------------------------------------------------------
+
+    def _leaver(self, node: _Node) -> Action:
+        async def leave() -> None:
+            await self._remove(node.name, node.owner)
+
+        return leave
+
+    async def _remove(self, name: str, owner: str) -> bool:
+        """Delete ``owner``'s node of ``name``, found by its uuid if its path is unknown;
+        True if it held the lock."""
+        link = self._open()
+        node = self._nodes.get(owner)
+        if node is not None and node.path is not None and not node.unsure:
+            return await self._delete_node(node)
+        folder = link.path(self.path(name))
+        prefix = zk.node_prefix(owner)
+        order = [child for _, child in zk.lock_nodes(await self._list(link, folder))]
+        held = False
+        for child in order:
+            if child.startswith(prefix):
+                await self._delete_path(f"{folder}/{child}")
+                held = held or child == order[0]
+        if node is not None:
+            node.unsure = False
+            self._unlink(node)
+            self._forget(node)
+        return held and node is not None and node.held
+
+    async def _delete_path(self, path: str) -> bool:
+        self._requests["delete"] += 1
+        reply = await self._open().call(zk.delete(path), "delete a lock node")
+        return not isinstance(reply, zk.NoNode)
+
+    async def _delete_node(self, node: _Node) -> bool:
+        """Delete ``node``; True if it held the lock until now. The waiter of this
+        client right behind it is woken, and handed the lock if it was held."""
+        path = node.path
+        assert path is not None
+        started = self.clock.now()
+        deleted = await self._delete_path(path)
+        held = deleted and node.held
+        node.held = False
+        behind = self._behind.pop(path, None)
+        self._unlink(node)
+        self._forget(node)
+        if behind is not None and behind.ahead == path:
+            behind.ahead = None
+            if held:
+                behind.handed = Grant(behind.token, started)
+            self._room.wake(behind.owner)
+        return held
+
+    async def release(self, name: str, owner: str) -> bool:
+        node = self._nodes.get(owner)
+        if node is not None and not node.held:  # a waiter of ours: not the holder
+            return False
+        return await self._remove(name, owner)
+
+    async def extend(self, name: str, owner: str, *, ttl: float) -> bool:
+        result = (await self.extend_many([Renewal(name, owner, ttl)]))[0]
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    async def extend_many(self, renewals: Sequence[Renewal]) -> list[bool | BaseException]:
+        """Each lease is checked by one ``exists`` on its node (sent back to back): the
+        node is there and belongs to this session."""
+        link = self._open()
+        results: list[bool | BaseException] = [False] * len(renewals)
+        asked: list[tuple[int, _Node]] = []
+        for i, r in enumerate(renewals):
+            node = self._nodes.get(r.owner)
+            if node is not None and node.held and node.path is not None and node.name == r.name:
+                asked.append((i, node))
+        if not asked:
+            return results
+        started = self.clock.now()
+        self._requests["exists"] += len(asked)
+        try:
+            replies = await link.call_many(
+                [zk.exists(node.path) for _, node in asked if node.path], "renew leases"
+            )
+        except BackendUnavailable as exc:
+            for i, _ in asked:
+                results[i] = exc
+            return results
+        session = link.session.session_id
+        for (i, node), reply in zip(asked, replies, strict=True):
+            if isinstance(reply, zk.NoNode) or reply.stat.ephemeral_owner != session:
+                node.held = False
+                self._unlink(node)
+                self._forget(node)
+                continue
+            node.expires = started + renewals[i].ttl
+            results[i] = True
+        return results
+
+    async def inspect(self, name: str) -> LockInfo:
+        link = self._open()
+        folder = link.path(self.path(name))
+        order = zk.lock_nodes(await self._list(link, folder))
+        if not order:
+            return LockInfo(name, None, 0)
+        first = order[0][1]
+        self._requests["exists"] += 1
+        stat = await link.call(zk.exists(f"{folder}/{first}"), "look at a lock's holder")
+        if isinstance(stat, zk.NoNode):  # released meanwhile: look again
+            return await self.inspect(name)
+        owner = zk.owner_of(first)
+        node = self._nodes.get(owner)
+        expires = max(0.0, node.expires - self.clock.now()) if node and node.held else None
+        return LockInfo(
+            name,
+            HolderInfo(owner, stat.stat.created_zxid, expires),
+            len(order) - 1,
+        )
+
+    # -- the session -------------------------------------------------------------------
+
+    async def _keep(self) -> None:
+        """Follows the session: leases at risk while disconnected, lost past the safe
+        deadline or when the session was replaced; holders past their ttl deleted;
+        a probe when the server has not answered for a third of the session timeout."""
+        link = self._open()
+        ctx = self.context
+        outage = False
+        while True:
+            self._poke = poke = anyio.Event()
+            cancel = link.on_change(poke.set)
+            try:
+                now = self.clock.now()
+                span = link.session.timeout
+                deadline = link.last_ok + span * (1 - SESSION_MARGIN)
+                held = [n for n in self._nodes.values() if n.held]
+                current = link.session.session_id
+                if current != self._session_id and current is not None:
+                    self._session_replaced(current, bool(held))
+                    held = []
+                if not link.connected:
+                    if not outage and held:
+                        logger.warning("ZooKeeper connection lost; locks are at risk")
+                        ctx.reconfirm(max(0.0, deadline - now))
+                    outage = True
+                elif outage:
+                    outage = False
+                    self._rewatch()
+                if held and now >= deadline:
+                    self._lose_all("no answer from ZooKeeper within the session timeout")
+                    held = []
+                wake = math.inf
+                for node in held:
+                    if node.expires <= now:
+                        self._expire(node)
+                    else:
+                        wake = min(wake, node.expires)
+                if held:
+                    probe_at = link.last_ok + span / 3
+                    if probe_at <= now and link.connected:
+                        await self._probe(link, deadline)
+                        continue
+                    wake = min(wake, deadline, probe_at)
+                self._next_wake = wake
+                await self.clock.wait(poke, wake)
+            finally:
+                cancel()
+
+    async def _probe(self, link: Link, deadline: float) -> None:
+        with anyio.move_on_after(max(0.01, deadline - self.clock.now())):
+            try:
+                self._requests["exists"] += 1
+                await link.call(zk.exists(link.path(self.options.root)), "probe the session")
+            except BackendUnavailable as exc:
+                logger.info("ZooKeeper probe failed: %s", exc)
+                await anyio.sleep(min(1.0, link.session.timeout / 10))
+
+    def _expire(self, node: _Node) -> None:
+        """A holder that did not renew within its ttl: delete its node."""
+        node.expires = math.inf
+        self.context.start_soon(
+            self.context.cleanup.run,
+            f"delete the expired node of {node.name!r}",
+            self._leaver(node),
+            name="lockkit-zookeeper-expire",
+        )
+
+    def _session_replaced(self, current: int, held: bool) -> None:
+        """The session expired and aiozk opened another: every node of ours is gone."""
+        self._session_id = current
+        if held:
+            self._lose_all("the ZooKeeper session expired")
+        for node in list(self._nodes.values()):  # a waiter queues again
+            node.unsure = False
+            self._unlink(node)
+        self._room.wake_all()
+
+    def _lose_all(self, reason: str) -> None:
+        logger.warning("ZooKeeper locks lost: %s", reason)
+        self.context.reconfirm(0.0)
+        for node in list(self._nodes.values()):
+            if node.held:  # the server may still have it: delete it when it can
+                node.held = False
+                self.context.cleanup.defer(
+                    f"delete the lost node of {node.name!r}", self._leaver(node)
+                )
+
+    def _rewatch(self) -> None:
+        """After a reconnect every waiter looks again (watches may have been lost)."""
+        for path in list(self._watches):
+            self._drop_watch(path)
+        self._room.wake_all()
+
+    def __repr__(self) -> str:
+        return f"<ZooKeeperBackend root={self.options.root!r} {self._link or 'closed'}>"
