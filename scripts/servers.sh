@@ -5,6 +5,8 @@
 #   etcd       Debian etcd-server + etcd-client (etcd, etcdctl)
 #   ZooKeeper  server jars from Maven Central  -> .services/zookeeper/libs
 #   Kafka      broker jars from Maven Central  -> .services/kafka/libs (KRaft mode)
+#   Curator    client jars from Maven Central  -> .services/curator/libs (the Java side of
+#              the ZooKeeper interoperability test; scripts/curator/LockProbe.java)
 #
 # Usage: bash scripts/servers.sh install
 #
@@ -14,7 +16,8 @@
 # LOCKKIT_TEST_ZOOKEEPER_URL, LOCKKIT_TEST_ETCD_URL, LOCKKIT_TEST_KAFKA_BOOTSTRAP); the
 # cluster fixtures still need the local binaries, so a full run wants everything.
 # Versions: LOCKKIT_KAFKA_VERSION (default in scripts/kafka/pom.xml),
-#           LOCKKIT_ZOOKEEPER_VERSION (default in scripts/zookeeper/pom.xml).
+#           LOCKKIT_ZOOKEEPER_VERSION (default in scripts/zookeeper/pom.xml),
+#           LOCKKIT_CURATOR_VERSION (default in scripts/curator/pom.xml).
 set -euo pipefail
 
 export DEBIAN_FRONTEND=noninteractive
@@ -193,6 +196,12 @@ install_zookeeper() {
         "${LOCKKIT_ZOOKEEPER_VERSION:-}"
 }
 
+install_curator() {
+    ensure_java
+    fetch_jars curator "$ROOT/scripts/curator/pom.xml" curator.version \
+        "${LOCKKIT_CURATOR_VERSION:-}"
+}
+
 install_kafka() {
     if [[ -n ${LOCKKIT_TEST_KAFKA_BOOTSTRAP:-} ]]; then
         say "kafka: LOCKKIT_TEST_KAFKA_BOOTSTRAP is set, not installing"
@@ -209,6 +218,7 @@ main() {
             install_redis
             install_etcd
             install_zookeeper
+            install_curator
             install_kafka
             say "all servers ready in $((SECONDS - start))s"
             ;;
