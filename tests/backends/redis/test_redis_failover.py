@@ -257,7 +257,21 @@ async def test_measure_split_brain_without_following(redis_sentinel) -> None:
     report("before", holds, switch_at)
 
 
-async def grant_pause(group, *, min_replicas: bool = False, **options: Any) -> float:
+async def fail_over_paused_master(cluster, name: str, locks: lockkit.LockClient) -> None:
+    """Pause the Cluster master serving ``name`` until its replica was promoted."""
+    key = RedisBackend.keys(locks.backend, name).owner  # type: ignore[arg-type]
+    master = cluster.master_for(key)
+    cluster.wait_replicated(key)
+    master.pause()
+    try:
+        await anyio.to_thread.run_sync(cluster.wait_for_failover, master)
+    finally:
+        master.resume()
+
+
+async def grant_pause(
+    group, *, min_replicas: bool = False, cluster: bool = False, **options: Any
+) -> float:
     """The longest time without a grant while one client takes and gives back a lock in
     a loop through a paused-primary failover (watched until 25 s after the resume)."""
     name = unique("pause")
@@ -281,7 +295,10 @@ async def grant_pause(group, *, min_replicas: bool = False, **options: Any) -> f
             async with anyio.create_task_group() as tg:
                 tg.start_soon(worker)
                 await anyio.sleep(1)
-                await fail_over_paused(group)
+                if cluster:
+                    await fail_over_paused_master(group, name, locks)
+                else:
+                    await fail_over_paused(group)
                 await anyio.sleep(25)
                 tg.cancel_scope.cancel()
     finally:
@@ -299,6 +316,13 @@ async def test_measure_grant_pause_per_failover(redis_sentinel, mode: str) -> No
     else:
         pause = await grant_pause(redis_sentinel, min_replicas=mode != "plain")
     print(f"{mode}: longest time without a grant across the failover {pause:.3f}s")
+
+
+@pytest.mark.measure
+@pytest.mark.parametrize("mode", ["plain", "min-replicas-to-write=1"])
+async def test_measure_cluster_grant_pause_per_failover(redis_cluster, mode: str) -> None:
+    pause = await grant_pause(redis_cluster, cluster=True, min_replicas=mode != "plain")
+    print(f"cluster {mode}: longest time without a grant across the failover {pause:.3f}s")
 
 
 #: Delete a key on the replicas only (what a lost replication does).
