@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
+import functools
 import hashlib
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
@@ -280,6 +281,8 @@ class RespConnection:
         self._closed = False
         #: bumped by :meth:`drop`: a connect begun before it is not adopted
         self._generation = 0
+        #: scripts being loaded, by SHA1, shared by the requests that need them
+        self._loads: dict[bytes | str, asyncio.Future[Any]] = {}
 
     async def _connect(self) -> _Protocol:
         generation = self._generation
@@ -354,9 +357,26 @@ class RespConnection:
         except RespError as exc:
             if not str(exc).startswith("NOSCRIPT"):
                 raise
-        await self.execute(b"SCRIPT", b"LOAD", script.source)
+        await self._load(script)
         protocol = await self._get()
         return await protocol.send(command)
+
+    async def _load(self, script: Script) -> None:
+        """Load ``script`` once for every request that found it missing at the same time
+        (after a failover or restart, each pipelined request gets its own NOSCRIPT)."""
+        load = self._loads.get(script.sha)
+        if load is None:
+            load = self._loads[script.sha] = asyncio.ensure_future(
+                self.execute(b"SCRIPT", b"LOAD", script.source)
+            )
+            load.add_done_callback(functools.partial(self._loaded, script.sha))
+        await asyncio.shield(load)
+
+    def _loaded(self, sha: bytes | str, load: asyncio.Future[Any]) -> None:
+        # forgotten once done: a later NOSCRIPT (SCRIPT FLUSH, a new server) loads again
+        self._loads.pop(sha, None)
+        if not load.cancelled():
+            load.exception()  # retrieved here: every asker that is left gets it too
 
     async def aclose(self) -> None:
         self._closed = True

@@ -222,6 +222,31 @@ async def test_tokens_survive_a_restart_without_persistence(servers) -> None:
             assert int(after) > int(before)
 
 
+async def test_a_missing_script_is_loaded_once_for_all_who_need_it(servers) -> None:
+    """After a restart (or a failover) the server knows no script: the 50 acquires in
+    flight all get NOSCRIPT, and one SCRIPT LOAD serves them all."""
+    server = servers.redis()
+
+    def loads() -> int:
+        stats = server.info("commandstats").get("cmdstat_script|load", "calls=0")
+        return int(stats.split(",")[0].removeprefix("calls="))
+
+    async with lockkit.connect(server.url) as locks:
+        async with locks.lock("warm"):
+            pass
+        server.call("SCRIPT", "FLUSH")
+        before = loads()
+
+        async def take(i: int) -> None:
+            async with locks.lock(f"cold:{i}"):
+                pass
+
+        async with anyio.create_task_group() as tg:
+            for i in range(50):
+                tg.start_soon(take, i)
+        assert loads() - before == 2  # acquire, then release (one load each)
+
+
 HOLDER = """
 import sys, anyio, lockkit
 
