@@ -504,20 +504,44 @@ class Link:
     # -- session state ------------------------------------------------------------------
 
     def on_change(self, callback: Callable[[], None]) -> Callable[[], None]:
-        """Call ``callback`` once when the session leaves its current state; returns a
-        function that cancels the subscription."""
+        """Call ``callback`` when the session leaves its current state or its connection
+        stops reading; returns a function that cancels the subscription."""
         machine: Any = self.session.state
         current = machine.current_state
         states = [s for s in _STATES if s != current]
         future = machine.wait_for(*states)
         future.add_done_callback(lambda f: None if f.cancelled() else callback())
+        reader = getattr(self.session.conn, "read_loop_task", None)
+
+        def ended(_: object) -> None:
+            callback()
+
+        if reader is not None:
+            reader.add_done_callback(ended)
 
         def cancel() -> None:
             future.cancel()
             for state in states:
                 machine.futures[state].discard(future)
+            if reader is not None:
+                reader.remove_done_callback(ended)
 
         return cancel
+
+    def notice_closed_connection(self) -> None:
+        """aiozk's reader stops without a word when the server closes the connection
+        (as it does when the session expired or moved): fail what waits on it and mark
+        the session suspended, so that aiozk reconnects now rather than after a missed
+        heartbeat (two thirds of the session timeout)."""
+        session: Any = self.session
+        conn = session.conn
+        reader = getattr(conn, "read_loop_task", None)
+        if reader is None or not reader.done() or session.closing or conn.closing:
+            return
+        if session.state.current_state == States.CONNECTED:
+            logger.info("the ZooKeeper server closed the connection")
+            conn.abort(zk_errors.ConnectError)
+            session.state.transition_to(States.SUSPENDED)
 
     def watch(self, path: str, callback: Callable[[str], None]) -> None:
         """Route deletion and data-change events of ``path`` to ``callback``."""

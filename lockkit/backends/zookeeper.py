@@ -602,6 +602,7 @@ class ZooKeeperBackend(Backend):
             self._poke = poke = anyio.Event()
             cancel = link.on_change(poke.set)
             try:
+                link.notice_closed_connection()
                 now = self.clock.now()
                 span = link.session.timeout
                 deadline = link.last_ok + span * (1 - SESSION_MARGIN)
