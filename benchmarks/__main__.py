@@ -1,6 +1,6 @@
 """Run the benchmarks in one event loop and write JSON plus a table.
 
-python -m benchmarks [--suites memory,redis] [--duration 2] [--out DIR]
+python -m benchmarks [--suites memory,redis,zookeeper] [--duration 2] [--quick] [--out DIR]
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import lockkit
 
 from .harness import Result
 
-SUITES = ("memory", "redis")
+SUITES = ("memory", "redis", "zookeeper")
 
 
 async def main_async(suites: list[str], duration: float) -> tuple[list[Result], dict[str, Any]]:
@@ -49,8 +49,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks")
     parser.add_argument("--suites", default=",".join(SUITES))
     parser.add_argument("--duration", type=float, default=2.0, help="seconds per measurement")
+    parser.add_argument("--quick", action="store_true", help="short measurements (0.5 s each)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args()
+    if args.quick:
+        args.duration = min(args.duration, 0.5)
     suites = [s for s in args.suites.split(",") if s]
     results, env = anyio.run(main_async, suites, args.duration)
     args.out.mkdir(parents=True, exist_ok=True)
