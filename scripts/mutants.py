@@ -31,6 +31,8 @@ class Mutant:
 
 
 REDIS = "tests/backends/redis/test_redis_guarantees.py"
+ZK_BACKEND = "lockkit/backends/zookeeper.py"
+ZK_TESTS = "tests/backends/zookeeper"
 
 MUTANTS: tuple[Mutant, ...] = (
     Mutant(
@@ -238,6 +240,37 @@ MUTANTS: tuple[Mutant, ...] = (
         "key=lambda c: c.epoch)",
         "key=lambda c: 0)",
         ("tests/unit/test_cluster_slots.py::test_the_newest_epoch_wins_whoever_answered_first",),
+    ),
+    Mutant(
+        "zookeeper waiter waits behind the first node, not the one just ahead",
+        ZK_BACKEND,
+        'self._queue_behind(node, f"{node.folder}/{order[place - 1]}" if place > 0 else None)',
+        'self._queue_behind(node, f"{node.folder}/{order[0]}" if place > 0 else None)',
+        (
+            f"{CONFORMANCE}[zookeeper-check_fifo]",
+            f"{CONFORMANCE}[zookeeper-check_mutual_exclusion]",
+        ),
+    ),
+    Mutant(
+        "zookeeper cancelled waiter leaves its node behind",
+        ZK_BACKEND,
+        "            await self._remove(node.name, node.owner)\n",
+        "            await anyio.sleep(0)\n",
+        (f"{ZK_TESTS}/test_zookeeper_cancel.py::test_a_thousand_cancelled_waiters_leave_no_node",),
+    ),
+    Mutant(
+        "zookeeper session loss is only logged (no session keeper)",
+        ZK_BACKEND,
+        '        ctx.start_soon(self._keep, name="lockkit-zookeeper-session")\n',
+        "",
+        (f"{ZK_TESTS}/test_zookeeper_session.py::test_an_expired_session_reaches_the_holder",),
+    ),
+    Mutant(
+        "zookeeper misses a connection the server closed",
+        ZK_BACKEND,
+        "                link.notice_closed_connection()\n",
+        "",
+        (f"{ZK_TESTS}/test_zookeeper_session.py::test_an_expired_session_reaches_the_holder",),
     ),
 )
 
