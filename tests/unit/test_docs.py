@@ -54,6 +54,7 @@ class Server:
 
 SERVERS = {
     "redis": Server("redis://localhost:6379/0", "redis_server", pytest.mark.redis),
+    "zookeeper": Server("zookeeper://localhost:2181", "zookeeper_server", pytest.mark.zookeeper),
 }
 
 
