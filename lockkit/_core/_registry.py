@@ -22,6 +22,8 @@ BUILTIN_SCHEMES: dict[str, tuple[str, str | None]] = {
     "redis+cluster": ("lockkit.backends.redis:RedisBackend", "redis"),
     "zookeeper": ("lockkit.backends.zookeeper:ZooKeeperBackend", "zookeeper"),
     "zk": ("lockkit.backends.zookeeper:ZooKeeperBackend", "zookeeper"),
+    "etcd": ("lockkit.backends.etcd:EtcdBackend", "etcd"),
+    "etcds": ("lockkit.backends.etcd:EtcdBackend", "etcd"),
 }
 
 ENTRY_POINT_GROUP = "lockkit.backends"

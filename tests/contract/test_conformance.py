@@ -42,6 +42,12 @@ BACKENDS = [
         marks=[pytest.mark.zookeeper, pytest.mark.cluster],
         id="zookeeper-ensemble",
     ),
+    pytest.param(_server("etcd_server"), marks=pytest.mark.etcd, id="etcd"),
+    pytest.param(
+        _server("etcd_cluster"),
+        marks=[pytest.mark.etcd, pytest.mark.cluster],
+        id="etcd-cluster",
+    ),
 ]
 
 
