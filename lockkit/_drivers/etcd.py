@@ -22,13 +22,14 @@ Keys follow Go's ``concurrency.Mutex`` (see :func:`lock_prefix`).
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import ipaddress
 import itertools
 import logging
 import socket
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Final, Protocol, final
+from typing import Any, Final, Protocol, TypeVar, final
 
 import anyio
 import grpc
@@ -62,6 +63,8 @@ __all__ = (
 )
 
 logger = logging.getLogger("lockkit.etcd")
+
+T = TypeVar("T")
 
 DEFAULT_PORT: Final = 2379
 #: Characters kept as they are in a key segment; every other one is %-encoded.
@@ -354,6 +357,25 @@ def tls_credentials(tls: TlsOptions) -> grpc.ChannelCredentials:
     )
 
 
+# -- cancellation ----------------------------------------------------------------------------
+
+
+async def guarded(call: Awaitable[T]) -> T:
+    """Await a gRPC call so that cancelling the caller is an ordinary cancellation.
+
+    grpc.aio answers a cancelled await with a CancelledError of its own, which anyio's
+    cancel scopes (``move_on_after``, a shielded cleanup's bound) do not recognise as
+    theirs and let escape. Awaited through a task, the caller gets asyncio's own
+    cancellation, and the call is cancelled after it.
+    """
+    task = asyncio.ensure_future(call)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+
+
 # -- the link -----------------------------------------------------------------------------------
 
 
@@ -394,8 +416,11 @@ class Link:
             return
         user, password = self._credentials
         try:
-            reply = await self._auth.Authenticate(
-                rpc_pb2.AuthenticateRequest(name=user, password=password), timeout=self.timeout
+            reply = await guarded(
+                self._auth.Authenticate(
+                    rpc_pb2.AuthenticateRequest(name=user, password=password),
+                    timeout=self.timeout,
+                )
             )
         except grpc.aio.AioRpcError as exc:
             if exc.code() is grpc.StatusCode.INVALID_ARGUMENT or exc.code() in _REFUSED:
@@ -410,7 +435,7 @@ class Link:
         """``method(request)`` with the deadline and the token; errors translated."""
         for attempt in (0, 1):
             try:
-                return await method(request, timeout=self.timeout, metadata=self.metadata)
+                return await guarded(method(request, timeout=self.timeout, metadata=self.metadata))
             except grpc.aio.AioRpcError as exc:
                 if attempt == 0 and self._credentials is not None and is_token_expired(exc):
                     await self.authenticate()
@@ -469,9 +494,9 @@ class KeepAlive:
         try:
             while True:
                 sent = self.clock.now()
-                await call.write(rpc_pb2.LeaseKeepAliveRequest(ID=self.lease))
+                await guarded(call.write(rpc_pb2.LeaseKeepAliveRequest(ID=self.lease)))
                 with anyio.fail_after(self.link.timeout):
-                    reply = await call.read()
+                    reply = await guarded(call.read())
                 if reply is grpc.aio.EOF:
                     raise OSError("the keep-alive stream ended")
                 if reply.TTL <= 0:
@@ -596,7 +621,7 @@ class Watcher:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._writer, call)
                 while True:
-                    reply = await call.read()
+                    reply = await guarded(call.read())
                     if reply is grpc.aio.EOF:
                         raise OSError("the watch stream ended")
                     self._handle(reply)
@@ -610,7 +635,7 @@ class Watcher:
             while self._pending:
                 batch, self._pending = self._pending, []
                 for request in batch:
-                    await call.write(request)
+                    await guarded(call.write(request))
             self._flush = anyio.Event()
             if not self._pending:
                 await self._flush.wait()

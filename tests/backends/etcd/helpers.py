@@ -15,7 +15,7 @@ async def keys_under(endpoints: list[str], prefix: str) -> list[str]:
     return [line for line in out.splitlines() if line]
 
 
-async def leases(endpoints: list[str]) -> set[str]:
-    """The ids (hex) of every lease the cluster holds."""
+async def leases(endpoints: list[str]) -> set[int]:
+    """The ids of every lease the cluster holds."""
     out = await anyio.to_thread.run_sync(lambda: etcdctl(endpoints, "lease", "list"))
-    return {line.strip() for line in out.splitlines()[1:] if line.strip()}
+    return {int(line, 16) for line in out.splitlines()[1:] if line.strip()}

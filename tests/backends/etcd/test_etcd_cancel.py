@@ -41,7 +41,7 @@ async def test_a_thousand_cancelled_waiters_leave_no_key_and_no_lease(etcd_serve
         await holder.release()
         assert await keys_under(etcd_server.endpoints, prefix) == []
         assert (await locks.inspect(name)).idle
-        assert await leases(etcd_server.endpoints) - before == {f"{backend.lease_id:x}"}
+        assert await leases(etcd_server.endpoints) - before == {backend.lease_id}
     assert await leases(etcd_server.endpoints) - before == set(), "the lease outlived the client"
 
 
