@@ -447,6 +447,16 @@ class Link:
         return await self.call(self.kv.Txn, request, what)
 
 
+#: What ends a stream: the server or the connection failed, or the call was finished.
+_STREAM_ERRORS = (
+    grpc.aio.AioRpcError,
+    EtcetraError,
+    OSError,
+    TimeoutError,
+    asyncio.InvalidStateError,
+)
+
+
 # -- the lease keep-alive stream ------------------------------------------------------------------
 
 
@@ -481,7 +491,7 @@ class KeepAlive:
             try:
                 await self._stream()
                 delay = 0.1
-            except (grpc.aio.AioRpcError, EtcetraError, OSError, TimeoutError) as exc:
+            except _STREAM_ERRORS as exc:
                 if not self.failing:
                     logger.warning("etcd lease keep-alive failed: %s", _short(exc))
                 self.failing = True
@@ -603,8 +613,8 @@ class Watcher:
             try:
                 await self._serve()
                 delay = 0.1
-            except (grpc.aio.AioRpcError, EtcetraError, OSError) as exc:
-                logger.info("etcd watch stream broke, reopening: %s", _short(exc))
+            except* _STREAM_ERRORS as group:
+                logger.info("etcd watch stream broke, reopening: %s", _short(group.exceptions[0]))
             self.up = False
             self._call = None
             await anyio.sleep(delay)
