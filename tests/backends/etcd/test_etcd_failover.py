@@ -72,9 +72,7 @@ async def test_compaction_during_a_long_wait_does_not_lose_the_watch(servers) ->
                 while (await a.inspect(name)).waiters < 1:  # noqa: ASYNC110
                     await anyio.sleep(0.02)
             for i in range(20):
-                await anyio.to_thread.run_sync(
-                    lambda i=i: etcdctl(server.endpoints, "put", f"noise/{i}", "x")
-                )
+                await anyio.to_thread.run_sync(etcdctl, server.endpoints, "put", f"noise/{i}", "x")
             status = json.loads(
                 await anyio.to_thread.run_sync(
                     lambda: etcdctl(server.endpoints, "endpoint", "status", "--write-out=json")
