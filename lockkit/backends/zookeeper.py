@@ -52,6 +52,7 @@ TLS: aiozk has no TLS support; asking for it raises ConfigurationError.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import dataclasses
 import functools
@@ -147,6 +148,7 @@ class ZooKeeperBackend(Backend):
         self._behind: dict[str, _Node] = {}  # node path -> the local waiter right behind it
         self._watches: dict[str, set[str]] = {}  # watched path -> owners waiting on it
         self._folders: dict[str, None] = {}  # lock directories known to exist
+        self._making: dict[str, asyncio.Future[None]] = {}  # parents being created
         self._requests: collections.Counter[str] = collections.Counter()
         self._session_id: int | None = None
         self._poke = anyio.Event()
@@ -211,7 +213,15 @@ class ZooKeeperBackend(Backend):
         self._link = link
         await link.open(self._connect_timeout)
         try:
-            await self.ping()
+            # the server answers (and the credentials work); the root is made now, not by
+            # every acquisition of a first burst finding it missing
+            root = link.path(self.options.root)
+            self._requests["exists"] += 1
+            reply = await link.call(zk.exists(root), "reach ZooKeeper")
+            if isinstance(reply, Exception) and not isinstance(reply, zk.NoNode):
+                raise zk.driver_error(reply, "reach ZooKeeper")
+            if isinstance(reply, zk.NoNode) and root != "/":
+                await self._make_parents(link, f"{root}/-")
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await link.close()
@@ -336,43 +346,51 @@ class ZooKeeperBackend(Backend):
         return [] if isinstance(reply, zk.NoNode) else list(reply.children)
 
     async def _create(self, link: Link, node: _Node) -> list[str]:
-        """Create ``node`` (with its directory if needed) and list its siblings in the
-        same round trip; a node left by a create whose reply was lost is adopted."""
+        """Create ``node`` and return its siblings' names; a node left by a create whose
+        reply was lost is adopted.
+
+        In a directory this client knows, the create and the listing go back to back (one
+        round trip). Otherwise the directory is created with the node in one multi: when
+        that succeeds the node is the directory's only one, and nothing needs listing."""
         if node.unsure and await self._adopt(link, node):
             return await self._list(link, node.folder)
         folder = node.folder
         request = zk.create_node(f"{folder}/{zk.node_prefix(node.owner)}", link.acl, b"")
         for _ in range(CREATE_TRIES):
-            known = folder in self._folders
-            first = request if known else zk.multi(zk.create_container(folder, link.acl), request)
-            self._requests["create"] += 1
-            self._requests["children"] += 1
             node.unsure = True
-            created, listing = await link.call_many(
-                (first, zk.children(folder)), "create a lock node"
-            )
-            if not known:
-                if isinstance(created.responses[1], zk.ResponseError):
-                    failed = created.responses[0]
+            self._requests["create"] += 1
+            if folder in self._folders:
+                self._requests["children"] += 1
+                created, listing = await link.call_many(
+                    (request, zk.children(folder)), "create a lock node"
+                )
+                if isinstance(created, zk.NoNode):  # the empty directory was removed
+                    node.unsure = False
+                    self._folders.pop(folder, None)
+                    continue
+                if isinstance(created, Exception):
+                    raise zk.driver_error(created, "create a lock node")
+                siblings = [] if isinstance(listing, Exception) else list(listing.children)
+            else:
+                both = await link.call(
+                    zk.multi(zk.create_container(folder, link.acl), request), "create a lock node"
+                )
+                if isinstance(both.responses[1], zk.ResponseError):
+                    failed = both.responses[0]
                     node.unsure = False
                     if isinstance(failed, zk.NodeExists):  # the directory is there already
-                        self._folders[folder] = None
+                        self._remember_folder(folder)
                     elif isinstance(failed, zk.NoNode):  # so is not the root
                         await self._make_parents(link, folder)
                     else:
                         raise zk.driver_error(failed, "create a lock node")
                     continue
-                created = created.responses[1]
+                created = both.responses[1]
                 self._remember_folder(folder)
-            elif isinstance(created, zk.NoNode):  # the empty directory was removed
-                node.unsure = False
-                self._folders.pop(folder, None)
-                continue
-            elif isinstance(created, Exception):
-                raise zk.driver_error(created, "create a lock node")
+                siblings = [created.path.rpartition("/")[2]]
             node.unsure = False
             self._link_node(node, created.path, created.stat.created_zxid)
-            return [] if isinstance(listing, Exception) else list(listing.children)
+            return siblings
         raise BackendUnavailable(f"could not create a node for lock {node.name!r}")
 
     def _remember_folder(self, folder: str) -> None:
@@ -381,7 +399,21 @@ class ZooKeeperBackend(Backend):
         self._folders[folder] = None
 
     async def _make_parents(self, link: Link, folder: str) -> None:
-        """Create the containers above ``folder`` (the root and its parents)."""
+        """Create the containers above ``folder`` (the root and its parents), once for
+        every waiter that found them missing at the same time."""
+        above = folder.rpartition("/")[0]
+        making = self._making.get(above)
+        if making is None:
+            making = self._making[above] = asyncio.ensure_future(self._create_parents(link, folder))
+            making.add_done_callback(functools.partial(self._made, above))
+        await asyncio.shield(making)
+
+    def _made(self, above: str, making: asyncio.Future[None]) -> None:
+        self._making.pop(above, None)
+        if not making.cancelled():
+            making.exception()  # retrieved: the waiters that are left get it too
+
+    async def _create_parents(self, link: Link, folder: str) -> None:
         parts = folder.split("/")[1:-1]
         chroot_depth = len(link.chroot.split("/")) - 1 if link.chroot else 0
         for depth in range(chroot_depth + 1, len(parts) + 1):
