@@ -111,6 +111,9 @@ logger = logging.getLogger("lockkit.etcd")
 
 #: The lease's safe deadline keeps this fraction of its ttl in reserve.
 LEASE_MARGIN = 0.1
+#: A held key is watched for deletion from this many seconds after the grant (the
+#: watch starts at the key's creation, so a deletion before then is still heard).
+WATCH_DELAY = 0.05
 _TLS_OPTIONS = frozenset(("ssl_ca_certs", "ssl_cert_reqs", "ssl_certfile", "ssl_keyfile"))
 
 
@@ -135,8 +138,11 @@ class _Entry:
     held: bool = False
     releasing: bool = False
     expires: float = math.inf
-    #: the watch on our own key while held
+    #: the watch on our own key while held, and when the keeper should set it
     watch: int | None = None
+    watch_at: float = math.inf
+    #: the revision that watch starts at (0: the current one, after a compaction)
+    watch_from: int = 0
 
 
 @dataclasses.dataclass(slots=True, eq=False)
@@ -477,10 +483,11 @@ class EtcdBackend(Backend):
         entry.handed = None
         entry.expires = grant.started + entry.ttl
         self._queue_behind(entry, None, 0)
-        watcher = self._watcher
-        if watcher is not None:  # someone else deleting our key ends the hold
-            entry.watch = watcher.add(entry.key, entry.rev + 1, self._on_delete, self._on_reset)
-        if entry.expires < self._next_wake:  # the keeper must look sooner
+        # someone else deleting our key ends the hold: the keeper watches it from the
+        # revision after its creation, a moment later (a short hold never needs it)
+        entry.watch_at = grant.started + WATCH_DELAY
+        entry.watch_from = entry.rev + 1
+        if entry.watch_at < self._next_wake:  # the keeper must look sooner
             self._wake_keeper()
         return grant
 
@@ -720,10 +727,21 @@ class EtcdBackend(Backend):
             for entry in held:
                 if entry.expires <= now:
                     self._expire(entry)
-                else:
-                    wake = min(wake, entry.expires)
+                    continue
+                wake = min(wake, entry.expires)
+                if entry.watch is None:
+                    wake = min(wake, self._watch_own(entry, now))
             self._next_wake = wake
             await self.clock.wait(poke, wake)
+
+    def _watch_own(self, entry: _Entry, now: float) -> float:
+        """Watch a held key once its time has come; when to look again."""
+        if entry.watch_at > now:
+            return entry.watch_at
+        watcher = self._watcher
+        if watcher is not None:
+            entry.watch = watcher.add(entry.key, entry.watch_from, self._on_delete, self._on_reset)
+        return math.inf if entry.watch is not None else now + 0.5
 
     def _expire(self, entry: _Entry) -> None:
         """A holder that did not renew within its ttl: delete its key."""
