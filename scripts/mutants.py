@@ -227,8 +227,8 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "Cluster slot handovers are not followed (leases wait for their next renewal)",
         "lockkit/_drivers/redis/topology.py",
-        "            self._reconfirm(RECONFIRM)",
-        "            pass",
+        "            self._reconfirm(\n",
+        "            (lambda *_: None)(\n",
         (
             "tests/backends/redis/test_redis_failover.py::"
             "test_cluster_slot_handovers_are_followed_before_any_request_fails",

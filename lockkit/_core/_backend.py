@@ -189,6 +189,16 @@ class CleanupQueue(Protocol):
         ...
 
 
+class Reconfirm(Protocol):
+    """``BackendContext.reconfirm``: see there."""
+
+    def __call__(self, within: float, reason: str | None = None) -> None: ...
+
+
+def _no_reconfirm(within: float, reason: str | None = None) -> None:
+    return None
+
+
 @final
 @dataclasses.dataclass(frozen=True, slots=True)
 class BackendContext:
@@ -200,16 +210,17 @@ class BackendContext:
             cancelled when the client closes, after the backend's ``aclose``-time
             cleanup has run.
         cleanup: shielded, bounded, retried undo actions (see :class:`CleanupQueue`).
-        reconfirm: ``reconfirm(within)`` says that every lease granted so far may no
-            longer be backed by the server (a failover): each is renewed at once, and
-            declared lost unless a renewal sent from now on confirms it within
-            ``within`` seconds.
+        reconfirm: ``reconfirm(within, reason=None)`` says that every lease granted so
+            far may no longer be backed by the server (a failover, a session in doubt):
+            each is renewed at once, and declared lost unless a renewal sent from now
+            on confirms it within ``within`` seconds; ``reason`` is then the loss
+            reason the holder sees (``reconfirm(0, reason)`` loses them all at once).
     """
 
     clock: Clock
     start_soon: Callable[..., object]
     cleanup: CleanupQueue
-    reconfirm: Callable[[float], None] = lambda within: None
+    reconfirm: Reconfirm = _no_reconfirm
 
 
 class Backend(abc.ABC):

@@ -63,6 +63,10 @@ class LeaseState(enum.Enum):
     RELEASED = "released"
 
 
+#: The loss reason when a lease's safe deadline passes and no backend said why.
+DEADLINE_PASSED = "the safe deadline passed without a confirmed renewal"
+
+
 @final
 class Lease:
     """The holder's view of one acquisition.
@@ -79,6 +83,7 @@ class Lease:
         "renew",
         "renew_at",
         "renewing",
+        "risk",
         "safe_deadline",
         "state",
         "token",
@@ -101,6 +106,8 @@ class Lease:
         self._clock = clock
         self.state = LeaseState.HELD
         self.lost_reason: str | None = None
+        #: why it is at risk, when a backend said (the loss reason if the deadline passes)
+        self.risk: str | None = None
         #: Whether the watchdog renews it; it enforces the safe deadline either way.
         self.renew = renew
         self.renewing = False
@@ -124,6 +131,7 @@ class Lease:
         self.safe_deadline = started + self.ttl - self.drift
         self.renew_at = started + self.ttl * RENEW_FRACTION
         self.state = LeaseState.HELD
+        self.risk = None
 
     def remaining(self) -> float:
         """Seconds until the safe deadline; 0 once lost or released."""
@@ -217,16 +225,18 @@ class Watchdog:
         """Wake the loop now (renewals were resumed)."""
         self._poke()
 
-    def reconfirm(self, within: float) -> None:
+    def reconfirm(self, within: float, reason: str | None = None) -> None:
         """The server may have lost every lease granted so far (a failover): renew all
         of them now, and declare lost any that a renewal sent from now on has not
-        confirmed within ``within`` seconds. Renewals already in flight confirm nothing.
+        confirmed within ``within`` seconds (with ``reason``, if given, as the loss
+        reason). Renewals already in flight confirm nothing.
         """
         now = self._clock.now()
         self._distrust_before = now
         for lease in self._leases:
             if lease.state in (LeaseState.HELD, LeaseState.AT_RISK):
                 lease.mark_at_risk()
+                lease.risk = reason or lease.risk
                 lease.safe_deadline = min(lease.safe_deadline, now + within)
                 lease.renew_at = now
         self._poke()
@@ -259,7 +269,7 @@ class Watchdog:
                 continue
             if now >= lease.safe_deadline:
                 self._leases.discard(lease)
-                lease.mark_lost("the safe deadline passed without a confirmed renewal")
+                lease.mark_lost(lease.risk or DEADLINE_PASSED)
                 continue
             next_wake = min(next_wake, lease.safe_deadline)
             if lease.renewing or self.paused or not lease.renew:

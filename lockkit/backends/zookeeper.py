@@ -646,7 +646,11 @@ class ZooKeeperBackend(Backend):
                 if not link.connected:
                     if not outage and held:
                         logger.warning("ZooKeeper connection lost; locks are at risk")
-                        ctx.reconfirm(max(0.0, deadline - now))
+                        ctx.reconfirm(
+                            max(0.0, deadline - now),
+                            "the connection to ZooKeeper was down past the session's safe "
+                            "deadline (the session may have expired on the server)",
+                        )
                     outage = True
                 elif outage:
                     outage = False
@@ -702,7 +706,7 @@ class ZooKeeperBackend(Backend):
 
     def _lose_all(self, reason: str) -> None:
         logger.warning("ZooKeeper locks lost: %s", reason)
-        self.context.reconfirm(0.0)
+        self.context.reconfirm(0.0, reason)
         for node in list(self._nodes.values()):
             if node.held:  # the server may still have it: delete it when it can
                 node.held = False

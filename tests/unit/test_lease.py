@@ -52,9 +52,9 @@ class FlakyBackend(Backend):
         return await self.inner.inspect(name)
 
 
-async def held(locks: LockClient) -> tuple[lockkit.Lock, lockkit.Lease]:
-    """A lock "job" (ttl 30 s, loss raised at the end) acquired, and its lease."""
-    lock = locks.lock("job", ttl=30, on_lost="raise")
+async def held(locks: LockClient, name: str = "job") -> tuple[lockkit.Lock, lockkit.Lease]:
+    """A lock (ttl 30 s, loss raised at the end) acquired, and its lease."""
+    lock = locks.lock(name, ttl=30, on_lost="raise")
     await lock.acquire()
     assert lock.lease is not None
     return lock, lock.lease
@@ -231,6 +231,23 @@ async def test_reconfirm_loses_what_is_not_confirmed_in_time(clock: VirtualClock
         assert state(lease) is LeaseState.AT_RISK
         await clock.advance(0.2)
         assert state(lease) is LeaseState.LOST
+
+
+async def test_reconfirm_names_the_loss_reason_it_was_given(clock: VirtualClock) -> None:
+    backend = FlakyBackend()
+    async with LockClient(backend, clock=clock) as locks:
+        _first, lease = await held(locks)
+        backend.failing = True
+        backend.context.reconfirm(1.0, "the primary changed")
+        await clock.advance(1.1)
+        assert state(lease) is LeaseState.LOST
+        assert lease.lost_reason == "the primary changed"
+        backend.failing = False
+        _second, other = await held(locks, "other")
+        backend.failing = True
+        backend.context.reconfirm(0.0)  # no reason given: the deadline's own
+        await clock.advance(0.01)
+        assert other.lost_reason == "the safe deadline passed without a confirmed renewal"
 
 
 async def test_a_renewal_sent_before_reconfirm_confirms_nothing(clock: VirtualClock) -> None:

@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import final
 
+from ..._core._backend import Reconfirm
 from .errors import is_refused
 from .resp import (
     ConnectOptions,
@@ -157,12 +158,16 @@ class SentinelView:
         drop()
         return True
 
-    async def follow(self, drop: Callable[[], None], reconfirm: Callable[[float], None]) -> None:
+    async def follow(self, drop: Callable[[], None], reconfirm: Reconfirm) -> None:
         """Follow the Sentinels until cancelled (see the module docstring)."""
 
         def on_switch(old: Node | None, new: Node) -> None:
             if self.switched(old, new, drop):
-                reconfirm(RECONFIRM)
+                reconfirm(
+                    RECONFIRM,
+                    f"the Sentinels named a new primary for {self.service!r}, which did not "
+                    f"confirm this lease within {RECONFIRM:g}s",
+                )
 
         listeners = [asyncio.ensure_future(self._listen(h, on_switch)) for h in self.hosts]
         try:

@@ -21,7 +21,7 @@ import dataclasses
 import enum
 import logging
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, final
 
 import redis.asyncio as aioredis
@@ -29,6 +29,7 @@ import redis.exceptions as redis_errors
 from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 
+from ..._core._backend import Reconfirm
 from ..._core._errors import ConfigurationError
 from .errors import is_refused
 from .resp import (
@@ -105,7 +106,7 @@ class Executor(abc.ABC):
     async def aclose(self) -> None:  # noqa: B027 - nothing to close by default
         """Close what this executor opened (never the application's client)."""
 
-    async def follow(self, reconfirm: Callable[[float], None]) -> None:  # noqa: B027
+    async def follow(self, reconfirm: Reconfirm) -> None:  # noqa: B027
         """Follow changes of the primary until cancelled, dropping connections to a
         demoted one and calling ``reconfirm(within)`` for the leases it granted.
         Nothing to follow by default."""
@@ -163,7 +164,7 @@ class FastExecutor(Executor):
         self._channel = ClientChannel(self._subscriber, listen, self.timeout)
         return self._channel
 
-    async def follow(self, reconfirm: Callable[[float], None]) -> None:
+    async def follow(self, reconfirm: Reconfirm) -> None:
         if self.view is None:
             return
         await self.view.follow(self._switched, reconfirm)
@@ -203,7 +204,7 @@ class ClusterExecutor(Executor):
         self._refreshing: asyncio.Task[None] | None = None
         self._closed = False
         #: called with the seconds leases have to be confirmed, when slots change hands
-        self._reconfirm: Callable[[float], None] | None = None
+        self._reconfirm: Reconfirm | None = None
 
     def _conn(self, addr: Node) -> RespConnection:
         if self._closed:
@@ -262,9 +263,13 @@ class ClusterExecutor(Executor):
         self._known = list(dict.fromkeys([*known, *self._known]))
         if old and self._reconfirm is not None and moved(old, self._slots):
             logger.warning("Cluster slots changed hands; leases are being confirmed again")
-            self._reconfirm(RECONFIRM)
+            self._reconfirm(
+                RECONFIRM,
+                "a Cluster slot changed hands and its new master did not confirm this lease "
+                f"within {RECONFIRM:g}s",
+            )
 
-    async def follow(self, reconfirm: Callable[[float], None]) -> None:
+    async def follow(self, reconfirm: Reconfirm) -> None:
         self._reconfirm = reconfirm
         while True:
             await asyncio.sleep(FOLLOW)

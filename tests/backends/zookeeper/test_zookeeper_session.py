@@ -102,6 +102,7 @@ async def test_an_expired_session_reaches_the_holder(zookeeper_server) -> None:
         assert not finished
         assert time.monotonic() - started < 3.0
         assert caught.value.token is not None and int(caught.value.token) == int(old)
+        assert "session expired" in str(caught.value)
         async with b.lock(name, timeout=5) as new:
             assert int(new) > int(old)
 
