@@ -33,6 +33,9 @@ class Mutant:
 REDIS = "tests/backends/redis/test_redis_guarantees.py"
 ZK_BACKEND = "lockkit/backends/zookeeper.py"
 ZK_TESTS = "tests/backends/zookeeper"
+ETCD_BACKEND = "lockkit/backends/etcd.py"
+ETCD_DRIVER = "lockkit/_drivers/etcd.py"
+ETCD_TESTS = "tests/backends/etcd"
 
 MUTANTS: tuple[Mutant, ...] = (
     Mutant(
@@ -271,6 +274,40 @@ MUTANTS: tuple[Mutant, ...] = (
         "                link.notice_closed_connection()\n",
         "",
         (f"{ZK_TESTS}/test_zookeeper_session.py::test_an_expired_session_reaches_the_holder",),
+    ),
+    Mutant(
+        "etcd takes the lock with a key still ahead of its own",
+        ETCD_BACKEND,
+        "        if len(newest) < 2:",
+        "        if len(newest) < 3:",
+        (f"{CONFORMANCE}[etcd-check_mutual_exclusion]",),
+    ),
+    Mutant(
+        "etcd cancelled waiter leaves its key behind",
+        ETCD_BACKEND,
+        '            await link.txn(txn((), (op_delete(entry.key),)), "leave a lock\'s queue")\n',
+        "            await anyio.sleep(0)\n",
+        (
+            f"{ETCD_TESTS}/test_etcd_cancel.py"
+            "::test_a_thousand_cancelled_waiters_leave_no_key_and_no_lease",
+        ),
+    ),
+    Mutant(
+        "etcd ownership reads are serializable (answered without a quorum)",
+        ETCD_DRIVER,
+        "            serializable=False,",
+        "            serializable=True,",
+        (f"{ETCD_TESTS}/test_etcd_etcetra.py::test_ownership_checks_need_a_quorum",),
+    ),
+    Mutant(
+        "etcd ignores a watch the server cancelled after a compaction",
+        ETCD_DRIVER,
+        "            watch.on_reset(watch.key)\n            return",
+        "            return",
+        (
+            f"{ETCD_TESTS}/test_etcd_failover.py"
+            "::test_compaction_during_a_long_wait_does_not_lose_the_watch",
+        ),
     ),
 )
 
