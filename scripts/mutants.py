@@ -32,6 +32,7 @@ class Mutant:
 
 REDIS = "tests/backends/redis/test_redis_guarantees.py"
 ZK_BACKEND = "lockkit/backends/zookeeper.py"
+ZK_SESSION = "lockkit/_drivers/zookeeper/session.py"
 ZK_TESTS = "tests/backends/zookeeper"
 ETCD_BACKEND = "lockkit/backends/etcd.py"
 ETCD_DRIVER = "lockkit/_drivers/etcd.py"
@@ -264,13 +265,13 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "zookeeper session loss is only logged (no session keeper)",
         ZK_BACKEND,
-        '        ctx.start_soon(self._keep, name="lockkit-zookeeper-session")\n',
+        '        ctx.start_soon(keeper.run, name="lockkit-zookeeper-session")\n',
         "",
         (f"{ZK_TESTS}/test_zookeeper_session.py::test_an_expired_session_reaches_the_holder",),
     ),
     Mutant(
         "zookeeper misses a connection the server closed",
-        ZK_BACKEND,
+        ZK_SESSION,
         "                link.notice_closed_connection()\n",
         "",
         (f"{ZK_TESTS}/test_zookeeper_session.py::test_an_expired_session_reaches_the_holder",),

@@ -5,7 +5,7 @@ URL grammar::
     zookeeper://[user:password@]host[:2181][,host[:2181]...][/chroot][?option=value...]
 
 Options (keyword or query string; keywords win; see
-:class:`~lockkit._drivers.zookeeper.ZooKeeperOptions`):
+:class:`~lockkit._drivers.zookeeper.options.ZooKeeperOptions`):
 
 ===================  ==========  ==========================================================
 ``root``             /lockkit    parent of the locks: lock ``N`` lives at ``{root}/{N}``
@@ -81,14 +81,14 @@ from .._core._options import parse_options
 from .._core._url import LockURL
 from .._core._waiting import Listening, Seat, Turn, WaitRoom, wait_turn
 from .._drivers import zookeeper as zk
-from .._drivers.zookeeper import Link, ZKClientP, ZooKeeperLockOptions, ZooKeeperOptions
+from .._drivers.zookeeper.link import Link
+from .._drivers.zookeeper.options import ZKClientP, ZooKeeperLockOptions, ZooKeeperOptions
+from .._drivers.zookeeper.session import SessionKeeper
 
 __all__ = ("ZooKeeperBackend",)
 
 logger = logging.getLogger("lockkit.zookeeper")
 
-#: The session's safe deadline keeps this fraction of the session timeout in reserve.
-SESSION_MARGIN = 0.1
 #: Tries at creating a node when its directory keeps vanishing.
 CREATE_TRIES = 5
 _TLS_OPTIONS = ("ssl_ca_certs", "ssl_cert_reqs", "ssl_certfile", "ssl_keyfile", "tls")
@@ -150,9 +150,7 @@ class ZooKeeperBackend(Backend):
         self._folders: dict[str, None] = {}  # lock directories known to exist
         self._making: dict[str, asyncio.Future[None]] = {}  # parents being created
         self._requests: collections.Counter[str] = collections.Counter()
-        self._session_id: int | None = None
-        self._poke = anyio.Event()
-        self._next_wake = -math.inf
+        self._keeper: SessionKeeper | None = None
 
     # -- construction ----------------------------------------------------------------
 
@@ -226,8 +224,8 @@ class ZooKeeperBackend(Backend):
             with anyio.CancelScope(shield=True):
                 await link.close()
             raise
-        self._session_id = link.session.session_id
-        ctx.start_soon(self._keep, name="lockkit-zookeeper-session")
+        self._keeper = keeper = SessionKeeper(link, ctx.clock, _Leases(self, link))
+        ctx.start_soon(keeper.run, name="lockkit-zookeeper-session")
 
     async def aclose(self) -> None:
         room = self._room
@@ -329,8 +327,8 @@ class ZooKeeperBackend(Backend):
         node.handed = None
         node.expires = grant.started + node.ttl
         self._queue_behind(node, None)
-        if node.expires < self._next_wake:  # the session keeper must look sooner
-            self._poke.set()
+        if self._keeper is not None:  # the session keeper may have to look sooner
+            self._keeper.look_by(node.expires)
         return grant
 
     def _queue_behind(self, node: _Node, ahead: str | None) -> None:
@@ -621,104 +619,85 @@ class ZooKeeperBackend(Backend):
             len(order) - 1,
         )
 
-    # -- the session -------------------------------------------------------------------
+    def __repr__(self) -> str:
+        return f"<ZooKeeperBackend root={self.options.root!r} {self._link or 'closed'}>"
 
-    async def _keep(self) -> None:
-        """Follows the session: leases at risk while disconnected, lost past the safe
-        deadline or when the session was replaced; holders past their ttl deleted;
-        a probe when the server has not answered for a third of the session timeout."""
-        link = self._open()
-        ctx = self.context
-        outage = False
-        while True:
-            self._poke = poke = anyio.Event()
-            cancel = link.on_change(poke.set)
-            try:
-                link.notice_closed_connection()
-                now = self.clock.now()
-                span = link.session.timeout
-                deadline = link.last_ok + span * (1 - SESSION_MARGIN)
-                held = [n for n in self._nodes.values() if n.held]
-                current = link.session.session_id
-                if current != self._session_id and current is not None:
-                    self._session_replaced(current, bool(held))
-                    held = []
-                if not link.connected:
-                    if not outage and held:
-                        logger.warning("ZooKeeper connection lost; locks are at risk")
-                        ctx.reconfirm(
-                            max(0.0, deadline - now),
-                            "the connection to ZooKeeper was down past the session's safe "
-                            "deadline (the session may have expired on the server)",
-                        )
-                    outage = True
-                elif outage:
-                    outage = False
-                    self._rewatch()
-                if held and now >= deadline:
-                    self._lose_all("no answer from ZooKeeper within the session timeout")
-                    held = []
-                wake = math.inf
-                for node in held:
-                    if node.expires <= now:
-                        self._expire(node)
-                    else:
-                        wake = min(wake, node.expires)
-                if held:
-                    probe_at = link.last_ok + span / 3
-                    if probe_at <= now and link.connected:
-                        await self._probe(link, deadline)
-                        continue
-                    wake = min(wake, deadline, probe_at)
-                self._next_wake = wake
-                await self.clock.wait(poke, wake)
-            finally:
-                cancel()
 
-    async def _probe(self, link: Link, deadline: float) -> None:
-        with anyio.move_on_after(max(0.01, deadline - self.clock.now())):
-            try:
-                self._requests["exists"] += 1
-                await link.call(zk.exists(link.path(self.options.root)), "probe the session")
-            except BackendUnavailable as exc:
-                logger.info("ZooKeeper probe failed: %s", exc)
-                await anyio.sleep(min(1.0, link.session.timeout / 10))
+# -- the session: what it means for the nodes -------------------------------------------
+
+
+@final
+class _Leases:
+    """The backend's side of its :class:`SessionKeeper`: the held nodes, what ending
+    one means, and what each loss is called."""
+
+    def __init__(self, backend: ZooKeeperBackend, link: Link) -> None:
+        self._backend = backend
+        self._link = link
+
+    def held(self) -> bool:
+        return any(node.held for node in self._backend._nodes.values())
+
+    def expire_due(self, now: float) -> float:
+        wake = math.inf
+        for node in [n for n in self._backend._nodes.values() if n.held]:
+            if node.expires <= now:
+                self._expire(node)
+            else:
+                wake = min(wake, node.expires)
+        return wake
+
+    async def probe(self) -> None:
+        backend, link = self._backend, self._link
+        backend._requests["exists"] += 1
+        await link.call(zk.exists(link.path(backend.options.root)), "probe the session")
+
+    def at_risk(self, within: float) -> None:
+        logger.warning("ZooKeeper connection lost; locks are at risk")
+        self._backend.context.reconfirm(
+            within,
+            "the connection to ZooKeeper was down past the session's safe "
+            "deadline (the session may have expired on the server)",
+        )
+
+    def restored(self) -> None:
+        """After a reconnect every waiter looks again (watches may have been lost)."""
+        backend = self._backend
+        for path in list(backend._watches):
+            backend._drop_watch(path)
+        backend._room.wake_all()
+
+    def deadline_passed(self) -> None:
+        self._lose_all("no answer from ZooKeeper within the session timeout")
+
+    def replaced(self) -> None:
+        """The session expired and aiozk opened another: every node of ours is gone."""
+        backend = self._backend
+        if self.held():
+            self._lose_all("the ZooKeeper session expired")
+        for node in list(backend._nodes.values()):  # a waiter queues again
+            node.unsure = False
+            backend._unlink(node)
+        backend._room.wake_all()
 
     def _expire(self, node: _Node) -> None:
         """A holder that did not renew within its ttl: delete its node."""
         node.expires = math.inf
-        self.context.start_soon(
-            self.context.cleanup.run,
+        ctx = self._backend.context
+        ctx.start_soon(
+            ctx.cleanup.run,
             f"delete the expired node of {node.name!r}",
-            self._leaver(node),
+            self._backend._leaver(node),
             name="lockkit-zookeeper-expire",
         )
 
-    def _session_replaced(self, current: int, held: bool) -> None:
-        """The session expired and aiozk opened another: every node of ours is gone."""
-        self._session_id = current
-        if held:
-            self._lose_all("the ZooKeeper session expired")
-        for node in list(self._nodes.values()):  # a waiter queues again
-            node.unsure = False
-            self._unlink(node)
-        self._room.wake_all()
-
     def _lose_all(self, reason: str) -> None:
         logger.warning("ZooKeeper locks lost: %s", reason)
-        self.context.reconfirm(0.0, reason)
-        for node in list(self._nodes.values()):
+        backend = self._backend
+        backend.context.reconfirm(0.0, reason)
+        for node in list(backend._nodes.values()):
             if node.held:  # the server may still have it: delete it when it can
                 node.held = False
-                self.context.cleanup.defer(
-                    f"delete the lost node of {node.name!r}", self._leaver(node)
+                backend.context.cleanup.defer(
+                    f"delete the lost node of {node.name!r}", backend._leaver(node)
                 )
-
-    def _rewatch(self) -> None:
-        """After a reconnect every waiter looks again (watches may have been lost)."""
-        for path in list(self._watches):
-            self._drop_watch(path)
-        self._room.wake_all()
-
-    def __repr__(self) -> str:
-        return f"<ZooKeeperBackend root={self.options.root!r} {self._link or 'closed'}>"

@@ -1,254 +1,41 @@
-"""ZooKeeper through aiozk: the client from a URL, one-shot requests, errors, paths.
+"""lockkit's side of an aiozk client: :class:`Link`.
 
 aiozk supplies the wire protocol and the session (connect, heartbeats, reconnects);
-this module adds what a lock needs on top and works around what aiozk lacks:
+:class:`Link` adds what a lock needs on top and works around what aiozk lacks:
 
-* :class:`Link` sends each request **once**, bounded by a timeout, instead of through
-  aiozk's ``Session.send`` (which waits for a connection and retries forever: a create
-  sent again after a lost reply makes a second node). It records when the server last
+* it sends each request **once**, bounded by a timeout, instead of through aiozk's
+  ``Session.send`` (which waits for a connection and retries forever: a create sent
+  again after a lost reply makes a second node). It records when the server last
   answered, the base of the session's safe deadline.
 * digest credentials are sent on every connection aiozk makes (aiozk has no auth API,
   and ZooKeeper forgets authentication when the connection changes);
 * :class:`_Redact` keeps aiozk's DEBUG payload logger from printing those credentials
   (or the session password);
-* session loss, which aiozk only logs, is read from its state machine by the backend
-  (see :meth:`Link.changed`).
-
-Paths follow Curator's ``InterProcessMutex`` (see :func:`node_prefix`).
+* session loss, which aiozk only logs, is read from its state machine (see
+  :meth:`Link.on_change`) by the session keeper (:mod:`.session`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
-import re
-import uuid
-from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Final, Protocol, final
+from collections.abc import Callable, Sequence
+from typing import Any, Final, final
 
-import aiozk
 import anyio
 from aiozk import exc as zk_errors
 from aiozk import protocol
 from aiozk.states import States
 
-from .._core._clock import Clock
-from .._core._errors import (
-    BackendUnavailable,
-    ConfigurationError,
-    ErrorRule,
-    LockError,
-    translate,
-)
-from .._core._options import as_seconds, as_text, option
-from .._core._url import LockURL
+from ..._core._clock import Clock
+from ..._core._errors import BackendUnavailable, LockError
+from .errors import ANSWERS, driver_error
+from .options import ZKClientP
 
-__all__ = (
-    "ZK_ERRORS",
-    "Link",
-    "ZKClientP",
-    "ZooKeeperLockOptions",
-    "ZooKeeperOptions",
-    "client_from_url",
-    "encode_name",
-    "lock_nodes",
-    "node_prefix",
-)
+__all__ = ("Link",)
 
 logger = logging.getLogger("lockkit.zookeeper")
-
-DEFAULT_PORT: Final = 2181
-#: Curator's lock-node marker: ``_c_<uuid>-lock-<10-digit sequence>``.
-LOCK_MARK: Final = "lock-"
-_NODE = re.compile(r"^(?:_c_([0-9a-f-]{36})-)?.*lock-(\d{10})$")
-#: Characters kept as they are in a path segment; every other one is %-encoded.
-_SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:~")
-
-
-# -- the shape of an aiozk client (aiozk has no type hints) ------------------------------
-
-
-class StateMachineP(Protocol):
-    current_state: str
-
-    def wait_for(self, *states: str) -> asyncio.Future[None]: ...
-
-
-class ConnectionP(Protocol):
-    def send(self, request: Any, xid: int | None = None) -> asyncio.Future[tuple[int, Any]]: ...
-
-
-class SessionP(Protocol):
-    conn: ConnectionP | None
-    state: StateMachineP
-    session_id: int | None
-    timeout: float
-    xid: int
-    last_zxid: int | None
-    started: bool
-    closing: bool
-
-    def set_heartbeat(self) -> None: ...
-    def add_watch_callback(
-        self, event_type: int, path: str, callback: Callable[[str], None]
-    ) -> None: ...
-    def remove_watch_callback(
-        self, event_type: int, path: str, callback: Callable[[str], None]
-    ) -> None: ...
-
-
-class ZKClientP(Protocol):
-    """What lockkit uses of an ``aiozk.ZKClient``."""
-
-    session: SessionP
-    chroot: str | None
-    default_acl: list[Any]
-
-    async def start(self) -> None: ...
-    async def close(self) -> None: ...
-
-
-# -- options -------------------------------------------------------------------------------
-
-
-def as_root(value: object) -> str:
-    text = as_text(value).rstrip("/")
-    if not text.startswith("/") and text:
-        raise ValueError(f"the root is an absolute path like '/locks', got {value!r}")
-    segments = text.split("/")[1:]
-    if any(s in ("", ".", "..") for s in segments):
-        raise ValueError(f"the root {value!r} has an empty, '.' or '..' segment")
-    return text or "/"
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class ZooKeeperLockOptions:
-    """Options of the lock algorithm; valid for URLs and for ``from_client``."""
-
-    #: Parent of every lock's node directory; a lock named N lives at ``{root}/{N}``.
-    root: str = option("/lockkit", as_root)
-    #: Seconds one request may wait for its reply.
-    timeout: float = option(5.0, as_seconds)
-
-
-@final
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class ZooKeeperOptions(ZooKeeperLockOptions):
-    """Options of a backend built from a URL: the lock options plus the session's."""
-
-    #: Session timeout asked of the server (it may grant another within its bounds).
-    session_timeout: float = option(10.0, as_seconds)
-    #: Seconds entering the client may take to reach a server and open a session.
-    connect_timeout: float = option(10.0, as_seconds)
-
-
-def client_from_url(url: LockURL, options: ZooKeeperOptions) -> aiozk.ZKClient:
-    """An unstarted aiozk client for ``url``'s hosts and chroot."""
-    if not url.hosts:
-        raise ConfigurationError(f"a {url.scheme}:// URL needs at least one host")
-    chroot = url.path.rstrip("/")
-    if chroot and any(s in ("", ".", "..") for s in chroot.split("/")[1:]):
-        raise ConfigurationError(f"the chroot {url.path!r} has an empty, '.' or '..' segment")
-    return aiozk.ZKClient(
-        ",".join(url.host_strings(DEFAULT_PORT)),
-        chroot=chroot or None,
-        session_timeout=options.session_timeout,
-    )
-
-
-# -- errors ---------------------------------------------------------------------------------
-
-
-def _refused(exc: BaseException, what: str) -> LockError:
-    return ConfigurationError(
-        f"ZooKeeper refused access while trying to {what} ({type(exc).__name__}); check "
-        "the credentials and the ACLs of the lock nodes"
-    )
-
-
-def _unavailable(exc: BaseException, what: str) -> LockError:
-    detail = type(exc).__name__ if not str(exc) else f"{type(exc).__name__}: {exc}"
-    return BackendUnavailable(f"ZooKeeper is unavailable; could not {what} ({detail})")
-
-
-def _answered(exc: BaseException, what: str) -> LockError:
-    return BackendUnavailable(
-        f"ZooKeeper answered an error while trying to {what}: {type(exc).__name__}"
-    )
-
-
-#: First matching row wins.
-ZK_ERRORS: Sequence[ErrorRule] = (
-    ((zk_errors.NoAuth, zk_errors.AuthFailed, zk_errors.InvalidACL), _refused),
-    (
-        (
-            zk_errors.ConnectError,
-            zk_errors.SessionLost,
-            zk_errors.ConnectionLoss,
-            zk_errors.SessionExpired,
-            zk_errors.SessionMoved,
-            zk_errors.OperationTimeout,
-            zk_errors.TimeoutError,
-            zk_errors.UnfinishedRead,
-            OSError,
-            TimeoutError,
-        ),
-        _unavailable,
-    ),
-    (zk_errors.ZKError, _answered),
-)
-
-
-def driver_error(exc: BaseException, what: str) -> LockError:
-    return translate(ZK_ERRORS, exc, what) or _unavailable(exc, what)
-
-
-# -- paths and node names -----------------------------------------------------------------
-
-
-def encode_name(name: str, *, at_top: bool = False) -> str:
-    """One path segment for lock ``name``: characters outside ``[A-Za-z0-9-_.:~]`` are
-    %-encoded (UTF-8), so ``/`` cannot split it and no two names meet; ``.`` and ``..``
-    are encoded whole. ``at_top``: the segment sits at the root of the tree, where
-    ``zookeeper`` is the server's own."""
-    out = "".join(
-        c if c in _SAFE else "".join(f"%{b:02X}" for b in c.encode("utf-8", "surrogatepass"))
-        for c in name
-    )
-    if out in (".", "..") or (at_top and out == "zookeeper"):
-        out = f"%{ord(out[0]):02X}{out[1:]}"
-    return out
-
-
-def node_prefix(owner: str) -> str:
-    """The name prefix of ``owner``'s node (Curator's protected mode): ``_c_<uuid>-lock-``.
-    A lockkit owner id (32 hex digits) is the uuid itself; any other is hashed into one."""
-    try:
-        ident = uuid.UUID(hex=owner) if len(owner) == 32 else uuid.uuid5(uuid.NAMESPACE_URL, owner)
-    except ValueError:
-        ident = uuid.uuid5(uuid.NAMESPACE_URL, owner)
-    return f"_c_{ident}-{LOCK_MARK}"
-
-
-def lock_nodes(children: Iterable[str]) -> list[tuple[int, str]]:
-    """``(sequence, name)`` of the lock nodes among ``children``, in queue order."""
-    nodes = [
-        (int(child[-10:]), child)
-        for child in children
-        if child[-15:-10] == LOCK_MARK and child[-10:].isdigit()
-    ]
-    nodes.sort()
-    return nodes
-
-
-def owner_of(node: str) -> str:
-    """The owner id a node name carries (its uuid as 32 hex digits), else the name."""
-    match = _NODE.match(node)
-    if match is None or match.group(1) is None:
-        return node
-    return match.group(1).replace("-", "")
 
 
 # -- logging ----------------------------------------------------------------------------------
@@ -280,17 +67,6 @@ def _install_redaction() -> None:
 
 
 _install_redaction()
-
-
-# -- container create (opcode 19), which aiozk does not offer ----------------------------------
-
-
-class CreateContainerRequest(protocol.Create2Request):  # type: ignore[misc]
-    opcode = 19
-
-
-class CreateContainerResponse(protocol.Create2Response):  # type: ignore[misc]
-    opcode = 19
 
 
 # -- the link -----------------------------------------------------------------------------------
@@ -445,7 +221,7 @@ class Link:
                 await self._wait_connected()
             with anyio.fail_after(self.timeout):
                 zxid, reply = await self.send(request)
-        except _ANSWERS as exc:
+        except ANSWERS as exc:
             self.answered(started, 0)
             return exc
         except Exception as exc:
@@ -469,7 +245,7 @@ class Link:
             for future in futures:
                 try:
                     zxid, reply = await future
-                except _ANSWERS as exc:
+                except ANSWERS as exc:
                     reply, zxid = exc, 0
                 except Exception as exc:
                     failure = failure or exc
@@ -556,8 +332,6 @@ class Link:
 
 _STATES: Final = (States.CONNECTED, States.SUSPENDED, States.LOST, States.READ_ONLY)
 _WATCHED: Final = (protocol.WatchEvent.DELETED, protocol.WatchEvent.DATA_CHANGED)
-#: Replies that answer the question (returned by Link.call, not raised).
-_ANSWERS: Final = (zk_errors.NoNode, zk_errors.NodeExists, zk_errors.NotEmpty)
 
 
 def _auth_answered(future: asyncio.Future[Any]) -> None:
@@ -566,49 +340,3 @@ def _auth_answered(future: asyncio.Future[Any]) -> None:
     error = future.exception()
     if error is not None:
         logger.warning("ZooKeeper did not accept the credentials: %s", type(error).__name__)
-
-
-# -- requests the backend builds ---------------------------------------------------------------
-
-
-def create_node(path: str, acl: list[Any], data: bytes) -> Any:
-    request = protocol.Create2Request(path=path, data=data, acl=acl)
-    request.set_flags(ephemeral=True, sequential=True)
-    return request
-
-
-def create_container(path: str, acl: list[Any]) -> Any:
-    return CreateContainerRequest(path=path, data=b"", acl=acl, flags=4)
-
-
-def multi(*requests: Any) -> Any:
-    request = protocol.TransactionRequest()
-    for r in requests:
-        request.add(r)
-    return request
-
-
-def children(path: str) -> Any:
-    return protocol.GetChildrenRequest(path=path, watch=False)
-
-
-def delete(path: str) -> Any:
-    return protocol.DeleteRequest(path=path, version=-1)
-
-
-def exists(path: str) -> Any:
-    return protocol.ExistsRequest(path=path, watch=False)
-
-
-def get_data(path: str, *, watch: bool = False) -> Any:
-    """getData, not exists, for a watch: a missing node leaves no creation watch behind."""
-    return protocol.GetDataRequest(path=path, watch=watch)
-
-
-def check(path: str) -> Any:
-    return protocol.CheckVersionRequest(path=path, version=-1)
-
-
-NoNode = zk_errors.NoNode
-NodeExists = zk_errors.NodeExists
-ResponseError = zk_errors.ResponseError
