@@ -3,9 +3,11 @@ session keeps the lock, a frozen holder's node expires and its late write is ref
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import sys
+import threading
 import time
 import uuid
 
@@ -76,6 +78,23 @@ async def test_a_frozen_holder_loses_its_node_and_hears_of_it(zookeeper_server) 
             await process.aclose()
 
 
+def end_session(hosts: str, session_id: int, password: bytes) -> None:
+    """End a session on the server from another connection: take it over, then close
+    it. Run in a thread that the caller joins, so the holder's event loop is frozen
+    meanwhile (as a paused process is) and cannot take its session back in between."""
+
+    async def take_over_and_close() -> None:
+        thief = aiozk.ZKClient(hosts, session_timeout=10)
+        thief.session.session_id = session_id
+        thief.session.password = password
+        await thief.start()
+        await thief.close()
+
+    thread = threading.Thread(target=asyncio.run, args=(take_over_and_close(),))
+    thread.start()
+    thread.join()
+
+
 async def test_an_expired_session_reaches_the_holder(zookeeper_server) -> None:
     """The holder's session is ended on the server behind its back (another connection
     takes it over and closes it). aiozk only logs this and opens a new session; the
@@ -91,12 +110,8 @@ async def test_an_expired_session_reaches_the_holder(zookeeper_server) -> None:
         finished = False
         with pytest.raises(LockLostError) as caught:
             async with a.lock(name, ttl=60) as old:
-                started = time.monotonic()
-                thief = aiozk.ZKClient(zookeeper_server.hosts, session_timeout=10)
-                thief.session.session_id = session.session_id
-                thief.session.password = session.password
-                await thief.start()
-                await thief.close()  # the session ends: its nodes are deleted
+                end_session(zookeeper_server.hosts, session.session_id, session.password)
+                started = time.monotonic()  # the session has ended: its nodes are gone
                 await anyio.sleep(30)
                 finished = True
         assert not finished
