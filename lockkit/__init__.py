@@ -27,6 +27,7 @@ from ._core._errors import LockNotOwnedError as LockNotOwnedError
 from ._core._errors import LockTimeout as LockTimeout
 from ._core._errors import LockUsageError as LockUsageError
 from ._core._errors import StaleTokenError as StaleTokenError
+from ._core._errors import WriteConflictError as WriteConflictError
 from ._core._lease import Lease as Lease
 from ._core._lease import LeaseState as LeaseState
 from ._core._lock import Lock as Lock
@@ -60,6 +61,7 @@ __all__ = (
     "LockUsageError",
     "MonotonicClock",
     "StaleTokenError",
+    "WriteConflictError",
     "__version__",
     "connect",
     "parse_url",

@@ -26,6 +26,7 @@ from ._core._backend import Renewal as Renewal
 from ._core._fence import Fence as Fence
 from ._core._fence import Guard as Guard
 from ._core._fence import GuardCapability as GuardCapability
+from ._core._fence import Versioned as Versioned
 from ._core._fence import check_fence as check_fence
 from ._core._waiting import Cleanup as Cleanup
 
@@ -44,6 +45,7 @@ __all__ = (
     "HolderInfo",
     "LockInfo",
     "Renewal",
+    "Versioned",
     "check_fence",
 )
 

@@ -38,6 +38,7 @@ __all__ = (
     "LockTimeout",
     "LockUsageError",
     "StaleTokenError",
+    "WriteConflictError",
     "map_errors",
     "translate",
 )
@@ -144,6 +145,27 @@ class StaleTokenError(LockError):
         super().__init__(
             f"write to {resource!r} refused: token {int(offered)} is stale "
             f"(current {current if current is None else int(current)}; {reason})"
+        )
+
+
+class WriteConflictError(LockError):
+    """Raised by a guard that refused a versioned write: the token was good, but the
+    value changed since it was read (``expected`` is the version the caller read,
+    ``current`` the version stored now; 0 means no value). Nothing was written; read
+    again and recompute, as :meth:`lockkit.abc.Guard.update` does.
+
+    .. versionadded:: 0.1
+    """
+
+    retriable = True
+
+    def __init__(self, resource: str, expected: int, current: int) -> None:
+        self.resource = resource
+        self.expected = expected
+        self.current = current
+        super().__init__(
+            f"write to {resource!r} refused: it was read at version {expected}, but it is "
+            f"at version {current} now (another write came in between); read it again"
         )
 
 

@@ -12,19 +12,21 @@ from __future__ import annotations
 import abc
 import dataclasses
 import enum
+from collections.abc import Callable
 from typing import ClassVar, Generic, TypeVar, final
 
-from ._errors import StaleTokenError
+from ._errors import StaleTokenError, WriteConflictError
 from ._token import FencingToken
 
-__all__ = ("Fence", "Guard", "GuardCapability", "check_fence")
+__all__ = ("Fence", "Guard", "GuardCapability", "Versioned", "check_fence")
 
 ValueT = TypeVar("ValueT")
 
 
 class GuardCapability(enum.Enum):
     """Operations a guard offers beyond ``write`` and ``fence``; the guard conformance
-    checks for an operation run only where it is declared.
+    checks for an operation run only where it is declared, and calling an operation a
+    guard does not declare raises :class:`NotImplementedError`.
 
     .. versionadded:: 0.1
     """
@@ -33,6 +35,23 @@ class GuardCapability(enum.Enum):
     READ = "read"
     #: ``check(resource, token=...)`` raises the fence without writing a value.
     CHECK = "check"
+    #: ``read_versioned(resource)`` returns the value with its version, and
+    #: ``write(..., expect_version=v)`` writes only if the version is still ``v``
+    #: (so :meth:`Guard.update` can do a read-modify-write that loses no update).
+    VERSIONED = "versioned"
+
+
+@final
+@dataclasses.dataclass(frozen=True, slots=True)
+class Versioned(Generic[ValueT]):
+    """A stored value and its version: 1 after the first write, one more after each
+    accepted write. A resource with no value is at version 0.
+
+    .. versionadded:: 0.1
+    """
+
+    value: ValueT
+    version: int
 
 
 @final
@@ -98,16 +117,78 @@ class Guard(abc.ABC, Generic[ValueT]):
     capabilities: ClassVar[frozenset[GuardCapability]] = frozenset()
 
     @abc.abstractmethod
-    async def write(self, resource: str, value: ValueT, *, token: FencingToken) -> None:
-        """Store ``value`` under ``resource`` if ``token`` is accepted.
+    async def write(
+        self,
+        resource: str,
+        value: ValueT,
+        *,
+        token: FencingToken,
+        expect_version: int | None = None,
+    ) -> None:
+        """Store ``value`` under ``resource`` if ``token`` is accepted and, when
+        ``expect_version`` is given (guards declaring :attr:`GuardCapability.VERSIONED`),
+        only if the stored version is still that one (0: no value yet).
 
         Raises:
             StaleTokenError: the token is stale; nothing was written.
+            WriteConflictError: the version changed since it was read; nothing was
+                written.
         """
 
     async def read(self, resource: str) -> ValueT | None:
         """The stored value, or ``None`` (guards declaring :attr:`GuardCapability.READ`)."""
-        raise NotImplementedError(f"{type(self).__name__} cannot read values back")
+        raise NotImplementedError(
+            f"{type(self).__name__} cannot read values back (see its capabilities)"
+        )
+
+    async def read_versioned(self, resource: str) -> Versioned[ValueT] | None:
+        """The stored value with its version, or ``None`` if there is none (guards
+        declaring :attr:`GuardCapability.VERSIONED`)."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no versions (see its capabilities)")
+
+    async def update(
+        self,
+        resource: str,
+        change: Callable[[ValueT | None], ValueT],
+        *,
+        token: FencingToken,
+        attempts: int = 16,
+    ) -> ValueT:
+        """Read-modify-write under the fence that loses no update: read the value and
+        its version, compute ``change(value)`` (``None`` if there is none), and write
+        the result only if the token is accepted *and* nothing was written in between;
+        on a conflict, read and compute again (up to ``attempts`` times). Returns the
+        value written. Needs :attr:`GuardCapability.VERSIONED`.
+
+        A token check alone cannot see this lost update: a holder reads, a newer holder
+        (its lock granted while the first was paused, or after a failover lost the
+        first's grant) reads the same value; the first writes, then the newer one
+        writes a value computed from what it read before, and both writes carry tokens
+        the guard accepts. With ``update`` the second write is refused, and the newer
+        holder recomputes from the first one's result.
+
+        Raises:
+            StaleTokenError: the token is stale; nothing was written.
+            WriteConflictError: still conflicting after ``attempts`` tries.
+        """
+        if GuardCapability.VERSIONED not in self.capabilities:
+            raise NotImplementedError(f"{type(self).__name__} keeps no versions")
+        for attempt in range(attempts):
+            stored = await self.read_versioned(resource)
+            value = change(None if stored is None else stored.value)
+            try:
+                await self.write(
+                    resource,
+                    value,
+                    token=token,
+                    expect_version=0 if stored is None else stored.version,
+                )
+            except WriteConflictError:
+                if attempt == attempts - 1:
+                    raise
+                continue
+            return value
+        raise AssertionError("unreachable")  # pragma: no cover
 
     @abc.abstractmethod
     async def fence(self, resource: str) -> Fence | None:

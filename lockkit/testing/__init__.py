@@ -6,6 +6,7 @@
 * :class:`FaultyBackend`: wraps a backend and fails, delays, hangs or loses replies
   per primitive, without a server.
 * :func:`check_backend` and :data:`CHECKS`: the conformance suite every backend passes.
+* :func:`check_guard` and :data:`GUARD_CHECKS`: the one every guard passes.
 
 .. versionadded:: 0.1
 """
@@ -18,12 +19,18 @@ from ._conformance import ClientFactory as ClientFactory
 from ._conformance import check_backend as check_backend
 from ._conformance import pause_renewals as pause_renewals
 from ._faults import FaultyBackend as FaultyBackend
+from ._guards import GUARD_CHECKS as GUARD_CHECKS
+from ._guards import GuardFactory as GuardFactory
+from ._guards import check_guard as check_guard
 
 __all__ = (
     "CHECKS",
+    "GUARD_CHECKS",
     "ClientFactory",
     "FaultyBackend",
+    "GuardFactory",
     "VirtualClock",
     "check_backend",
+    "check_guard",
     "pause_renewals",
 )

@@ -1,0 +1,46 @@
+"""The guard conformance suite, once per guard. Adding a guard is one ``pytest.param``:
+a function that, given the test's request, returns a factory of guards sharing one
+storage."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from lockkit.abc import Guard
+from lockkit.guards.memory import MemoryGuard
+from lockkit.testing import GUARD_CHECKS, GuardFactory, check_guard
+
+
+def _memory(request: pytest.FixtureRequest) -> GuardFactory:
+    guard: Guard[Any] = MemoryGuard()  # its storage is the object: every "new" guard is it
+    return lambda: guard
+
+
+#: One row per guard: how to get a factory of guards over one storage, marks, id.
+GUARDS = [
+    pytest.param(_memory, id="memory"),
+]
+
+
+@pytest.fixture(params=GUARDS)
+def guards(request: pytest.FixtureRequest) -> GuardFactory:
+    factory: GuardFactory = request.param(request)
+    return factory
+
+
+@pytest.mark.parametrize(
+    ("check", "needs"), GUARD_CHECKS, ids=[c.__name__ for c, _ in GUARD_CHECKS]
+)
+async def test_guard_conformance(guards: GuardFactory, check: Any, needs: Any) -> None:
+    async with guards() as probe:
+        if needs is not None and needs not in probe.capabilities:
+            pytest.skip(f"{type(probe).__name__} does not declare {needs}")
+    await check(guards, "lockkit-guard-test:")
+
+
+async def test_check_guard_runs_every_declared_check() -> None:
+    guard: Guard[Any] = MemoryGuard()
+    ran = await check_guard(lambda: guard)
+    assert len(ran) == len(GUARD_CHECKS)
