@@ -153,6 +153,11 @@ def _from_grpc(exc: BaseException, what: str) -> LockError:
             f"etcd refused access while trying to {what} ({code.name if code else '?'}: "
             f"{detail}); check the user, its password and its role's key permissions"
         )
+    if code is grpc.StatusCode.INVALID_ARGUMENT and "user name is empty" in detail:
+        return ConfigurationError(
+            f"etcd requires authentication and could not {what} ({detail}); "
+            "give the user and password in the URL: etcd://user:password@host"
+        )
     if code in _DOWN:
         return BackendUnavailable(
             f"etcd is unavailable; could not {what} ({code.name if code else '?'}: {detail})"
@@ -160,6 +165,37 @@ def _from_grpc(exc: BaseException, what: str) -> LockError:
     return BackendUnavailable(
         f"etcd answered an error while trying to {what}: {code.name if code else '?'}: {detail}"
     )
+
+
+#: What gRPC says when the TLS handshake fails: the server's certificate is not trusted
+#: (or not for this host), or the server refused ours (none, or from another CA).
+_TLS_REFUSED = ("ssl handshake failed", "unwrap failed", "peer certificate", "certificate_verify")
+
+
+def tls_refusal(exc: BaseException | None, scheme: str) -> LockError | None:
+    """The error to raise when opening a client failed because of TLS, else None.
+
+    A failed handshake is a :class:`ConfigurationError`: the member answered, and
+    trying again will not change the CA, the certificate or the key. A plain
+    ``etcd://`` client whose connection a member closes at once is most likely talking
+    to a TLS port; that stays :class:`BackendUnavailable` (a member going away looks the
+    same), with the hint in the message.
+    """
+    if not isinstance(exc, grpc.aio.AioRpcError) or exc.code() is not grpc.StatusCode.UNAVAILABLE:
+        return None
+    detail = exc.details() or ""
+    if scheme == "etcds" and any(marker in detail.lower() for marker in _TLS_REFUSED):
+        return ConfigurationError(
+            f"the TLS handshake with etcd failed ({detail}); check ssl_ca_certs (the CA "
+            "that signed the server's certificate, which must name the host in the URL) "
+            "and ssl_certfile/ssl_keyfile (a client certificate the server trusts)"
+        )
+    if scheme == "etcd" and "socket closed" in detail.lower():
+        return BackendUnavailable(
+            f"etcd is unavailable; the member closed the connection at once ({detail}); "
+            "if it serves TLS, use an etcds:// URL"
+        )
+    return None
 
 
 def _unavailable(exc: BaseException, what: str) -> LockError:
@@ -179,10 +215,16 @@ def driver_error(exc: BaseException, what: str) -> LockError:
 
 
 def is_token_expired(exc: BaseException) -> bool:
-    """The server forgot our auth token (a member restarted): authenticate again."""
+    """The server forgot our auth token (a member restarted, or the token was unused
+    past ``--auth-token-ttl``): authenticate again."""
     return _code(exc) is grpc.StatusCode.UNAUTHENTICATED and "token" in (
         exc.details() or ""  # type: ignore[attr-defined]
     )
+
+
+class StaleToken(Exception):
+    """A stream was refused with the token it was opened with: reopen it after
+    authenticating again."""
 
 
 # -- keys -----------------------------------------------------------------------------------
@@ -328,8 +370,10 @@ async def open_channel(url: LockURL, tls: TlsOptions | None) -> grpc.aio.Channel
     if tls is None:
         return grpc.aio.insecure_channel(target, options=options)
     names = [host for host, _ in url.hosts if not _is_ip(host)]
-    if names:  # check the certificate against the name in the URL, not the address
-        options.append(("grpc.ssl_target_name_override", names[0]))
+    # The certificate is checked against the first name in the URL (not the address it
+    # resolves to), or the first IP address when there is no name: left alone, gRPC
+    # would check it against the whole "ipv4:a:p,b:p" target and always refuse it.
+    options.append(("grpc.ssl_target_name_override", names[0] if names else url.hosts[0][0]))
     return grpc.aio.secure_channel(target, tls_credentials(tls), options=options)
 
 
@@ -406,6 +450,7 @@ class Link:
         self.watch: Any = rpc_pb2_grpc.WatchStub(channel)  # type: ignore[no-untyped-call]
         self._auth: Any = rpc_pb2_grpc.AuthStub(channel)  # type: ignore[no-untyped-call]
         self._credentials = credentials
+        self._renewing = anyio.Lock()
         self.metadata: tuple[tuple[str, str], ...] | None = None
 
     def __repr__(self) -> str:
@@ -428,17 +473,35 @@ class Link:
                     f"etcd refused the credentials of user {user!r} ({exc.code().name}); "
                     "check the user name and password"
                 ) from None
-            raise driver_error(exc, "authenticate") from None
+            raise driver_error(exc, "authenticate") from exc
         self.metadata = (("token", reply.token),)
+
+    async def reauthenticate(self, stale: tuple[tuple[str, str], ...] | None) -> None:
+        """Authenticate again unless another call already replaced the ``stale`` token."""
+        if self._credentials is None:
+            return
+        async with self._renewing:
+            if self.metadata == stale:
+                logger.info("etcd forgot the auth token: authenticating again")
+                await self.authenticate()
+
+    async def reauthenticate_quietly(self, stale: tuple[tuple[str, str], ...] | None) -> None:
+        """:meth:`reauthenticate` for a stream's retry loop: a failure is logged (the
+        stream's next attempt, or the next call, tries again)."""
+        try:
+            await self.reauthenticate(stale)
+        except LockError as exc:
+            logger.info("could not authenticate with etcd again yet: %s", exc)
 
     async def call(self, method: Callable[..., Awaitable[Any]], request: Any, what: str) -> Any:
         """``method(request)`` with the deadline and the token; errors translated."""
         for attempt in (0, 1):
+            metadata = self.metadata
             try:
-                return await guarded(method(request, timeout=self.timeout, metadata=self.metadata))
+                return await guarded(method(request, timeout=self.timeout, metadata=metadata))
             except grpc.aio.AioRpcError as exc:
                 if attempt == 0 and self._credentials is not None and is_token_expired(exc):
-                    await self.authenticate()
+                    await self.reauthenticate(metadata)
                     continue
                 raise driver_error(exc, what) from exc
         raise AssertionError("unreachable")  # pragma: no cover
@@ -454,7 +517,26 @@ _STREAM_ERRORS = (
     OSError,
     TimeoutError,
     asyncio.InvalidStateError,
+    StaleToken,
 )
+
+
+async def _status(call: Any, exc: BaseException) -> BaseException:
+    """Why a stream ended: a write to a finished call raises InvalidStateError, the
+    call's own status (e.g. UNAUTHENTICATED: invalid auth token) says why."""
+    if not isinstance(exc, asyncio.InvalidStateError):
+        return exc
+    try:
+        with anyio.fail_after(1):
+            code = await call.code()
+            details = await call.details()
+    except (TimeoutError, asyncio.InvalidStateError, grpc.RpcError):
+        return exc
+    if code is grpc.StatusCode.OK:
+        return exc
+    empty = grpc.aio.Metadata()
+    ended: BaseException = grpc.aio.AioRpcError(code, empty, empty, details)
+    return ended
 
 
 # -- the lease keep-alive stream ------------------------------------------------------------------
@@ -488,39 +570,51 @@ class KeepAlive:
         """Until the lease is gone or the task is cancelled."""
         delay = 0.1
         while not self.gone:
+            metadata = self.link.metadata
             try:
-                await self._stream()
+                await self._stream(metadata)
                 delay = 0.1
             except _STREAM_ERRORS as exc:
                 if not self.failing:
                     logger.warning("etcd lease keep-alive failed: %s", _short(exc))
                 self.failing = True
                 self.on_change()
+                if is_token_expired(exc):
+                    await self.link.reauthenticate_quietly(metadata)
                 await anyio.sleep(delay)
                 delay = min(delay * 2, 1.0)
 
-    async def _stream(self) -> None:
-        call = self.link.lease.LeaseKeepAlive(metadata=self.link.metadata)
+    async def _stream(self, metadata: Any) -> None:
+        call = self.link.lease.LeaseKeepAlive(metadata=metadata)
         try:
-            while True:
-                sent = self.clock.now()
-                await guarded(call.write(rpc_pb2.LeaseKeepAliveRequest(ID=self.lease)))
-                with anyio.fail_after(self.link.timeout):
-                    reply = await guarded(call.read())
-                if reply is grpc.aio.EOF:
-                    raise OSError("the keep-alive stream ended")
-                if reply.TTL <= 0:
-                    logger.warning("etcd lease %x is gone (expired or revoked)", self.lease)
-                    self.gone = True
-                    self.on_change()
-                    return
-                self.ttl = reply.TTL
-                self.deadline = sent + reply.TTL - self.margin
-                self.failing = False
-                self.on_change()
-                await self.clock.sleep_until(sent + reply.TTL / 3)
+            try:
+                await self._exchange(call)
+            except asyncio.InvalidStateError as exc:
+                status = await _status(call, exc)
+                if status is exc:
+                    raise
+                raise status from exc
         finally:
             call.cancel()
+
+    async def _exchange(self, call: Any) -> None:
+        while True:
+            sent = self.clock.now()
+            await guarded(call.write(rpc_pb2.LeaseKeepAliveRequest(ID=self.lease)))
+            with anyio.fail_after(self.link.timeout):
+                reply = await guarded(call.read())
+            if reply is grpc.aio.EOF:
+                raise OSError("the keep-alive stream ended")
+            if reply.TTL <= 0:
+                logger.warning("etcd lease %x is gone (expired or revoked)", self.lease)
+                self.gone = True
+                self.on_change()
+                return
+            self.ttl = reply.TTL
+            self.deadline = sent + reply.TTL - self.margin
+            self.failing = False
+            self.on_change()
+            await self.clock.sleep_until(sent + reply.TTL / 3)
 
 
 def _short(exc: BaseException) -> str:
@@ -530,6 +624,11 @@ def _short(exc: BaseException) -> str:
 
 
 # -- the watch stream ----------------------------------------------------------------------
+
+#: Cancel reasons of a watch created on a stream whose token the server forgot (etcd
+#: 3.4 answers "rpc error: code = Unauthenticated desc = etcdserver: invalid auth token"
+#: with watch id -1).
+_REFUSED_WATCH = ("invalid auth token", "permission denied")
 
 
 @dataclasses.dataclass(slots=True, eq=False)
@@ -610,18 +709,24 @@ class Watcher:
         """Keep the stream open (reopening it after a failure) until cancelled."""
         delay = 0.1
         while True:
+            metadata = self.link.metadata
+            stale = False
             try:
-                await self._serve()
+                await self._serve(metadata)
                 delay = 0.1
             except* _STREAM_ERRORS as group:
-                logger.info("etcd watch stream broke, reopening: %s", _short(group.exceptions[0]))
+                first = group.exceptions[0]
+                stale = isinstance(first, StaleToken) or is_token_expired(first)
+                logger.info("etcd watch stream broke, reopening: %s", _short(first))
             self.up = False
             self._call = None
+            if stale:
+                await self.link.reauthenticate_quietly(metadata)
             await anyio.sleep(delay)
             delay = min(delay * 2, 1.0)
 
-    async def _serve(self) -> None:
-        call = self.link.watch.Watch(metadata=self.link.metadata)
+    async def _serve(self, metadata: Any) -> None:
+        call = self.link.watch.Watch(metadata=metadata)
         self._call = call
         # every watch resumes from the revision after the last one it saw
         self._pending = [self._create(w) for w in self._watches.values()]
@@ -651,6 +756,11 @@ class Watcher:
                 await self._flush.wait()
 
     def _handle(self, reply: Any) -> None:
+        if reply.canceled and any(r in reply.cancel_reason for r in _REFUSED_WATCH):
+            # the stream's token is no longer known (etcd checks it when a watch is
+            # created, and its refusal may carry no watch id): keep the watches, reopen
+            # the stream with a new token
+            raise StaleToken(f"etcd refused a watch: {reply.cancel_reason}")
         watch = self._watches.get(reply.watch_id)
         if watch is None:
             return

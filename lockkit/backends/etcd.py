@@ -249,6 +249,14 @@ class EtcdBackend(Backend):
                     credentials = etcd.credentials_of(self._url)
                 link = Link(client, timeout=self.options.timeout, credentials=credentials)
                 await link.authenticate()
+                # a lease needs no permission: read the lock prefix, so a client that
+                # may not use it is refused here, not at its first lock
+                root = f"{self.options.root}/".encode() if self.options.root else b""
+                self._requests["txn"] += 1
+                await link.txn(
+                    txn((), (op_range(root, prefix_end(root), limit=1, count_only=True),)),
+                    "read the lock prefix",
+                )
                 self._link = link
                 self._ka = await self._grant(link)  # the one round trip that verifies
         except TimeoutError:
@@ -256,6 +264,13 @@ class EtcdBackend(Backend):
             raise BackendUnavailable(
                 f"no etcd member answered within {self._connect_timeout}s"
             ) from None
+        except BackendUnavailable as exc:
+            await self._close_channel()
+            scheme = self._url.scheme if self._url is not None else ""
+            better = etcd.tls_refusal(exc.__cause__, scheme)
+            if better is not None:
+                raise better from None
+            raise
         except BaseException:
             await self._close_channel()
             raise
@@ -548,10 +563,41 @@ class EtcdBackend(Backend):
         self._wake_behind(key)
         entry = self._by_key.get(key)
         if entry is not None and entry.held and not entry.releasing:
+            self._unwatch_own(entry)
+            self.context.start_soon(self._deleted, entry, name="lockkit-etcd-deleted")
+
+    async def _deleted(self, entry: _Entry) -> None:
+        """A held key was deleted: by the end of our lease (revoked, or expired on the
+        server) — then the keeper loses every hold, saying so — or by someone else."""
+        ka, link = self._ka, self._link
+        if ka is not None and link is not None and not ka.gone:
+            self._requests["lease_ttl"] += 1
+            try:
+                with anyio.fail_after(self.options.timeout):
+                    reply = await link.call(
+                        link.lease.LeaseTimeToLive,
+                        rpc_pb2.LeaseTimeToLiveRequest(ID=ka.lease),
+                        "check the lease",
+                    )
+            except (LockError, TimeoutError) as exc:
+                logger.info("could not check the etcd lease: %s", exc)
+            else:
+                if reply.TTL <= 0:  # -1: not found
+                    ka.gone = True
+                    self._wake_keeper()
+                    return
+        if ka is not None and ka.gone:
+            return  # the keeper loses every hold, with the lease's reason
+        if entry.held and not entry.releasing:
             logger.warning("the etcd key of lock %r was deleted by someone else", entry.name)
             entry.held = False
-            self._unwatch_own(entry)
-            self.context.reconfirm(self.options.timeout)  # the watchdog hears False
+            # the watchdog renews every hold now: this one hears False at once; others
+            # are lost only if etcd cannot confirm them within the timeout
+            self.context.reconfirm(
+                self.options.timeout,
+                "the etcd key of another lock of this client was deleted by someone else, "
+                f"and this lock's key could not be read within {self.options.timeout}s",
+            )
 
     def _on_reset(self, key: bytes) -> None:
         """A watch on ``key`` was cancelled (its start revision was compacted away):
@@ -561,7 +607,11 @@ class EtcdBackend(Backend):
         entry = self._by_key.get(key)
         if entry is not None and entry.held:
             entry.watch = None
-            self.context.reconfirm(self.options.timeout)
+            self.context.reconfirm(
+                self.options.timeout,
+                "etcd cancelled the watch on the lock's key (its revision was compacted) "
+                f"and the key could not be read again within {self.options.timeout}s",
+            )
             if self._watcher is not None:
                 entry.watch = self._watcher.add(key, entry.rev + 1, self._on_delete, self._on_reset)
 
@@ -712,15 +762,26 @@ class EtcdBackend(Backend):
             now = self.clock.now()
             held = [e for e in self._entries.values() if e.held]
             if ka.gone:
-                self._lose_all("the etcd lease expired or was revoked")
+                self._lose_all(
+                    f"the etcd lease {ka.lease:x} is gone (expired or revoked): "
+                    "etcd deleted every key on it"
+                )
                 return
             if ka.failing and not outage and held:
                 ctx = self.context
-                ctx.reconfirm(max(0.0, ka.deadline - now))
+                ctx.reconfirm(
+                    max(0.0, ka.deadline - now),
+                    "keep-alives of the etcd lease failed and none was confirmed before "
+                    "the lease's safe deadline (last confirmed keep-alive + ttl - 10 %): "
+                    "the lease may have expired on the server",
+                )
             outage = ka.failing
             wake = math.inf
             if held and now >= ka.deadline:
-                self._lose_all("no keep-alive of the etcd lease was confirmed within its ttl")
+                self._lose_all(
+                    "no keep-alive of the etcd lease was confirmed before its safe deadline "
+                    "(last confirmed keep-alive + ttl - 10 %)"
+                )
                 held = []
             elif held:
                 wake = ka.deadline
@@ -771,7 +832,7 @@ class EtcdBackend(Backend):
             self.context.cleanup.defer(  # the key may still be there: delete it
                 f"delete the lost key of {entry.name!r}", self._deleter(entry.key, entry)
             )
-        self.context.reconfirm(0.0)
+        self.context.reconfirm(0.0, reason)
 
     def _deleter(self, key: bytes, entry: _Entry) -> Action:
         async def delete() -> None:

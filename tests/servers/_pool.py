@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 from ._base import ExternalServer, ProcessServer, ServerError, ServerGroup, ServerHandle
 from ._wire import four_letter_word, kafka_api_versions, resp_call
-from .etcd import EtcdCluster, EtcdServer
+from .etcd import EtcdCluster, EtcdServer, EtcdTls
 from .kafka import KafkaBroker
 from .redis import RedisCluster, RedisMasters, RedisSentinelGroup, RedisServer
 from .zookeeper import ZooKeeperEnsemble, ZooKeeperServer
@@ -87,9 +87,19 @@ class ServerPool:
         """A standalone ZooKeeper server."""
         return self._start_server(ZooKeeperServer, "zookeeper")
 
-    def etcd(self) -> EtcdServer:
-        """A single-member etcd cluster."""
-        return self._start_server(EtcdServer, "etcd")
+    def etcd(self, *, tls: bool = False, password: str | None = None) -> EtcdServer:
+        """A single-member etcd cluster; ``tls=True`` serves TLS with a private CA and
+        requires client certificates (``server.tls``); ``password`` enables
+        authentication with user ``root`` (``server.credentials``, ``server.url``)."""
+        server = self._start_server(
+            lambda name, path: EtcdServer(
+                name, path, tls=EtcdTls.create(path / "tls") if tls else None
+            ),
+            "etcd",
+        )
+        if password is not None:
+            server.enable_auth(password)
+        return server
 
     def kafka(self, config: dict[str, str] | None = None) -> KafkaBroker:
         """A single KRaft Kafka broker, ready for transactions."""

@@ -94,9 +94,10 @@ async def test_a_key_deleted_behind_the_holders_back_is_a_loss(etcd_server) -> N
 
 
 async def test_a_revoked_lease_is_a_loss_and_waiters_queue_again(etcd_server) -> None:
-    """The client's lease is revoked behind its back: the hold is lost at once (the
-    keep-alive answers TTL 0), a waiter of the same client queues again on a new lease
-    and gets the lock; the old lease's keys are all gone."""
+    """The client's lease is revoked behind its back: the hold is lost at once (its key's
+    deletion is seen, the lease is found gone) and the loss says the lease is gone; a
+    waiter of the same client queues again on a new lease and gets the lock; the old
+    lease's keys are all gone."""
     name = f"revoked-{uuid.uuid4().hex[:8]}"
     async with lockkit.connect(etcd_server.url, lease_ttl=3) as a:
         backend = a.backend
@@ -110,7 +111,7 @@ async def test_a_revoked_lease_is_a_loss_and_waiters_queue_again(etcd_server) ->
                 got.append(token)
 
         async with anyio.create_task_group() as tg:
-            with pytest.raises(lockkit.LockLostError):
+            with pytest.raises(lockkit.LockLostError) as lost:
                 async with a.lock(name, ttl=30) as old:
                     tg.start_soon(wait)
                     with anyio.fail_after(5):
@@ -123,5 +124,6 @@ async def test_a_revoked_lease_is_a_loss_and_waiters_queue_again(etcd_server) ->
         with anyio.fail_after(10):
             while not got:  # noqa: ASYNC110
                 await anyio.sleep(0.05)
+        assert "lease" in lost.value.reason and "expired or revoked" in lost.value.reason
         assert int(got[0]) > int(old)
         assert backend.lease_id != old_lease
