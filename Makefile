@@ -49,7 +49,7 @@ test: deps
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-unit: install
-	$(PY) -m pytest tests/unit tests/contract -m "not redis and not redlock and not zookeeper and not etcd and not kafka and not sql" $(PYTEST_ARGS)
+	$(PY) -m pytest tests/unit tests/contract -m "not redis and not redlock and not zookeeper and not etcd and not kafka and not sql and not postgres" $(PYTEST_ARGS)
 
 mutants: deps
 	$(PY) scripts/mutants.py $(MUTANTS)
