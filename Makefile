@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 
 help:
 	@echo "make install    create .venv and install lockkit with its dev extras"
-	@echo "make deps       install + the servers the tests run (Redis, ZooKeeper, etcd, Kafka)"
+	@echo "make deps       install + the servers the tests run (Redis, ZooKeeper, etcd, PostgreSQL, Kafka)"
 	@echo "make test       the whole test suite, installing whatever it needs first"
 	@echo "make lint       ruff check, ruff format --check, mypy --strict"
 	@echo "make mutants    deliberate bugs the tests must catch; fails if one survives"

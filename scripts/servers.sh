@@ -3,6 +3,8 @@
 #
 #   Redis      Debian redis-server + redis-tools (redis-server, also run as Sentinel; redis-cli)
 #   etcd       Debian etcd-server + etcd-client (etcd, etcdctl)
+#   PostgreSQL Debian postgresql (initdb, postgres under /usr/lib/postgresql/N/bin; the
+#              tests run them as the package's `postgres` user)
 #   ZooKeeper  server jars from Maven Central  -> .services/zookeeper/libs
 #   Kafka      broker jars from Maven Central  -> .services/kafka/libs (KRaft mode)
 #   Curator    client jars from Maven Central  -> .services/curator/libs (the Java side of
@@ -186,6 +188,31 @@ install_etcd() {
     say "etcd: $(etcd --version 2>/dev/null | sed -n 's/^etcd Version: //p') installed"
 }
 
+postgres_bin() {
+    # The newest /usr/lib/postgresql/N/bin that has a server (Debian keeps it off PATH).
+    local dir
+    dir=$(find /usr/lib/postgresql -mindepth 2 -maxdepth 2 -name bin 2>/dev/null | sort -V | tail -n 1)
+    [[ -n $dir && -x $dir/postgres && -x $dir/initdb ]] && echo "$dir"
+}
+
+install_postgres() {
+    if [[ -n ${LOCKKIT_TEST_POSTGRES_URL:-} ]]; then
+        say "postgres: LOCKKIT_TEST_POSTGRES_URL is set, not installing"
+        return 0
+    fi
+    local bin
+    if bin=$(postgres_bin) && id -u postgres >/dev/null 2>&1; then
+        say "postgres: $("$bin/postgres" --version | sed 's/^postgres //') already installed"
+        return 0
+    fi
+    apt_install postgresql
+    if was_installed_now postgresql; then
+        disable_service postgresql
+    fi
+    bin=$(postgres_bin) || die "postgresql installed, but no server under /usr/lib/postgresql"
+    say "postgres: $("$bin/postgres" --version | sed 's/^postgres //') installed"
+}
+
 install_zookeeper() {
     if [[ -n ${LOCKKIT_TEST_ZOOKEEPER_URL:-} ]]; then
         say "zookeeper: LOCKKIT_TEST_ZOOKEEPER_URL is set, not installing"
@@ -217,6 +244,7 @@ main() {
             local start=$SECONDS
             install_redis
             install_etcd
+            install_postgres
             install_zookeeper
             install_curator
             install_kafka
