@@ -18,9 +18,25 @@ def _memory(request: pytest.FixtureRequest) -> GuardFactory:
     return lambda: guard
 
 
+def _zookeeper(request: pytest.FixtureRequest) -> GuardFactory:
+    from lockkit.guards.zookeeper import ZooKeeperGuard
+
+    url = request.getfixturevalue("zookeeper_server").url
+    return lambda: ZooKeeperGuard.from_url(url)
+
+
+def _zookeeper_ensemble(request: pytest.FixtureRequest) -> GuardFactory:
+    from lockkit.guards.zookeeper import ZooKeeperGuard
+
+    url = request.getfixturevalue("zookeeper_ensemble").url
+    return lambda: ZooKeeperGuard.from_url(url)
+
+
 #: One row per guard: how to get a factory of guards over one storage, marks, id.
 GUARDS = [
     pytest.param(_memory, id="memory"),
+    pytest.param(_zookeeper, marks=pytest.mark.zookeeper, id="zookeeper"),
+    pytest.param(_zookeeper_ensemble, marks=pytest.mark.zookeeper, id="zookeeper-ensemble"),
 ]
 
 

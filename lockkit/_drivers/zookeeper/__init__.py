@@ -23,6 +23,7 @@ from .names import lock_nodes as lock_nodes
 from .names import node_prefix as node_prefix
 from .names import owner_of as owner_of
 from .options import client_from_url as client_from_url
+from .requests import check as check
 from .requests import children as children
 from .requests import create_container as create_container
 from .requests import create_node as create_node
@@ -30,3 +31,6 @@ from .requests import delete as delete
 from .requests import exists as exists
 from .requests import get_data as get_data
 from .requests import multi as multi
+from .requests import persistent as persistent
+from .requests import set_data as set_data
+from .requests import sync as sync

@@ -23,6 +23,7 @@ __all__ = (
     "ZooKeeperLockOptions",
     "ZooKeeperOptions",
     "client_from_url",
+    "digest_credentials",
 )
 
 DEFAULT_PORT: Final = 2181
@@ -117,3 +118,14 @@ def client_from_url(url: LockURL, options: ZooKeeperOptions) -> aiozk.ZKClient:
         chroot=chroot or None,
         session_timeout=options.session_timeout,
     )
+
+
+def digest_credentials(url: LockURL) -> bytes | None:
+    """``user:password`` of ``url`` for digest auth, or None when it has no credentials."""
+    if url.username is None and url.password is None:
+        return None
+    if not url.username or url.password is None:
+        raise ConfigurationError(
+            "ZooKeeper digest credentials are 'user:password@' with both parts"
+        )
+    return f"{url.username}:{url.password}".encode()

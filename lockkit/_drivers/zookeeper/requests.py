@@ -19,6 +19,9 @@ __all__ = (
     "exists",
     "get_data",
     "multi",
+    "persistent",
+    "set_data",
+    "sync",
 )
 
 
@@ -72,5 +75,22 @@ def get_data(path: str, *, watch: bool = False) -> Any:
     return protocol.GetDataRequest(path=path, watch=watch)
 
 
-def check(path: str) -> Any:
-    return protocol.CheckVersionRequest(path=path, version=-1)
+def check(path: str, version: int = -1) -> Any:
+    """In a multi: fails the whole multi unless ``path`` is at data ``version`` (-1: any)."""
+    return protocol.CheckVersionRequest(path=path, version=version)
+
+
+def persistent(path: str, acl: list[Any], data: bytes) -> Any:
+    """Create a plain (persistent, not sequential) node."""
+    return protocol.Create2Request(path=path, data=data, acl=acl, flags=0)
+
+
+def set_data(path: str, data: bytes, version: int = -1) -> Any:
+    """Replace ``path``'s data if it is at data ``version`` (-1: any)."""
+    return protocol.SetDataRequest(path=path, data=data, version=version)
+
+
+def sync(path: str) -> Any:
+    """Bring the server this session talks to up to date with the leader: a read sent
+    after it on the same session sees every write committed before it."""
+    return protocol.SyncRequest(path=path)
