@@ -18,12 +18,14 @@ from ._base import ExternalServer, ProcessServer, ServerError, ServerGroup, Serv
 from ._wire import four_letter_word, kafka_api_versions, resp_call
 from .etcd import EtcdCluster, EtcdServer, EtcdTls
 from .kafka import KafkaBroker
+from .postgres import PostgresServer, psql
 from .redis import RedisCluster, RedisMasters, RedisSentinelGroup, RedisServer
 from .zookeeper import ZooKeeperEnsemble, ZooKeeperServer
 
 __all__ = (
     "ExternalEtcd",
     "ExternalKafka",
+    "ExternalPostgres",
     "ExternalRedis",
     "ExternalZooKeeper",
     "ServerPool",
@@ -105,6 +107,12 @@ class ServerPool:
         """A single KRaft Kafka broker, ready for transactions."""
         return self._start_server(
             lambda name, path: KafkaBroker(name, path, config=config), "kafka"
+        )
+
+    def postgres(self, config: dict[str, str] | None = None) -> PostgresServer:
+        """A PostgreSQL server with a database ``lockkit`` (``server.url``)."""
+        return self._start_server(
+            lambda name, path: PostgresServer(name, path, config=config), "postgres"
         )
 
     # -- groups -----------------------------------------------------------------------
@@ -232,11 +240,20 @@ class ExternalKafka(ExternalServer):
         kafka_api_versions(self.port, self.host)
 
 
+class ExternalPostgres(ExternalServer):
+    kind = "postgres"
+
+    def ping(self) -> None:
+        if psql(self.url, "SELECT 1", timeout=5) != "1":
+            raise ServerError(f"{self.name} did not answer SELECT 1")
+
+
 _EXTERNAL = {
     "redis": ("LOCKKIT_TEST_REDIS_URL", ExternalRedis, 6379),
     "zookeeper": ("LOCKKIT_TEST_ZOOKEEPER_URL", ExternalZooKeeper, 2181),
     "etcd": ("LOCKKIT_TEST_ETCD_URL", ExternalEtcd, 2379),
     "kafka": ("LOCKKIT_TEST_KAFKA_BOOTSTRAP", ExternalKafka, 9092),
+    "postgres": ("LOCKKIT_TEST_POSTGRES_URL", ExternalPostgres, 5432),
 }
 
 

@@ -14,6 +14,8 @@ and stop it when the session ends, failures included:
 ``etcd_cluster``       3 etcd members
 ``kafka_broker``       KRaft Kafka broker ready for transactions
                        (or ``$LOCKKIT_TEST_KAFKA_BOOTSTRAP``)
+``postgres_server``    PostgreSQL with a database ``lockkit``
+                       (or ``$LOCKKIT_TEST_POSTGRES_URL``)
 ``servers``            function-scoped :class:`ServerPool` for private, disposable servers
 =====================  ==================================================================
 
@@ -34,6 +36,7 @@ from ._base import ProcessServer, ServerGroup, ServerHandle
 from ._pool import ServerPool, external_server
 from .etcd import EtcdCluster, EtcdServer
 from .kafka import KafkaBroker
+from .postgres import PostgresServer
 from .redis import RedisCluster, RedisMasters, RedisSentinelGroup, RedisServer
 from .zookeeper import ZooKeeperEnsemble, ZooKeeperServer
 
@@ -41,6 +44,7 @@ __all__ = (
     "etcd_cluster",
     "etcd_server",
     "kafka_broker",
+    "postgres_server",
     "redis_cluster",
     "redis_masters",
     "redis_sentinel",
@@ -133,6 +137,12 @@ def etcd_cluster(server_pool: ServerPool) -> EtcdCluster:
 def kafka_broker(server_pool: ServerPool) -> ServerHandle | KafkaBroker:
     """A KRaft Kafka broker with transactions: ``.bootstrap_servers``, ``.url``."""
     return _single("kafka", server_pool.kafka)
+
+
+@pytest.fixture(scope="session")
+def postgres_server(server_pool: ServerPool) -> ServerHandle | PostgresServer:
+    """PostgreSQL: ``.url`` (``postgresql://postgres@127.0.0.1:PORT/lockkit``)."""
+    return _single("postgres", server_pool.postgres)
 
 
 @pytest.fixture(autouse=True)
