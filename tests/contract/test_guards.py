@@ -32,9 +32,25 @@ def _zookeeper_ensemble(request: pytest.FixtureRequest) -> GuardFactory:
     return lambda: ZooKeeperGuard.from_url(url)
 
 
+def _redis(fixture: str) -> Any:
+    def make(request: pytest.FixtureRequest) -> GuardFactory:
+        from lockkit.guards.redis import RedisGuard
+
+        url = request.getfixturevalue(fixture).url
+        return lambda: RedisGuard.from_url(url)
+
+    return make
+
+
 #: One row per guard: how to get a factory of guards over one storage, marks, id.
 GUARDS = [
     pytest.param(_memory, id="memory"),
+    pytest.param(_redis("redis_server"), marks=pytest.mark.redis, id="redis"),
+    pytest.param(
+        _redis("redis_cluster"),
+        marks=[pytest.mark.redis, pytest.mark.cluster],
+        id="redis_cluster",
+    ),
     pytest.param(_zookeeper, marks=pytest.mark.zookeeper, id="zookeeper"),
     pytest.param(_zookeeper_ensemble, marks=pytest.mark.zookeeper, id="zookeeper-ensemble"),
 ]

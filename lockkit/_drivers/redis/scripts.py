@@ -3,6 +3,8 @@
 Scripts live in ``lockkit/_lua``. Those that walk a lock's queue are loaded with the
 shared prelude ``_queue.lua`` in front of their body, so the FIFO rule ("find the oldest
 live waiter, purge dead ones ahead of it, wake it") exists once; the SHA covers both.
+The Redis guard's scripts (``guard_*.lua``) are loaded the same way behind
+``guard_fence.lua``, the one Lua copy of the fence rule.
 """
 
 from __future__ import annotations
@@ -21,16 +23,21 @@ __all__ = (
     "LockKeys",
     "encode_name",
     "load",
+    "source",
 )
 
 
-def _source(name: str) -> str:
+def source(name: str) -> str:
+    """The text of ``lockkit/_lua/{name}.lua``."""
     return resources.files("lockkit").joinpath("_lua", f"{name}.lua").read_text("utf-8")
 
 
-def load(name: str, *, prelude: bool = False) -> Script:
-    """The script ``lockkit/_lua/{name}.lua``, after ``_queue.lua`` if ``prelude``."""
-    return Script(name, (_source("_queue") if prelude else "") + _source(name))
+def load(name: str, *, prelude: bool | str = False) -> Script:
+    """The script ``lockkit/_lua/{name}.lua``, after ``_queue.lua`` if ``prelude`` is
+    True, or after ``lockkit/_lua/{prelude}.lua`` if it names one."""
+    if prelude is True:
+        prelude = "_queue"
+    return Script(name, (source(prelude) if prelude else "") + source(name))
 
 
 ACQUIRE = load("acquire", prelude=True)
