@@ -42,9 +42,25 @@ def _redis(fixture: str) -> Any:
     return make
 
 
+def _postgres(request: pytest.FixtureRequest) -> GuardFactory:
+    from lockkit.guards.sql import PostgresGuard
+
+    url = request.getfixturevalue("postgres_server").url
+    return lambda: PostgresGuard(url)
+
+
+def _sqlite(request: pytest.FixtureRequest) -> GuardFactory:
+    from lockkit.guards.sql import SqliteGuard
+
+    path = request.getfixturevalue("tmp_path") / "guard.db"
+    return lambda: SqliteGuard(path)
+
+
 #: One row per guard: how to get a factory of guards over one storage, marks, id.
 GUARDS = [
     pytest.param(_memory, id="memory"),
+    pytest.param(_postgres, marks=pytest.mark.postgres, id="postgres"),
+    pytest.param(_sqlite, id="sqlite"),
     pytest.param(_redis("redis_server"), marks=pytest.mark.redis, id="redis"),
     pytest.param(
         _redis("redis_cluster"),
