@@ -56,6 +56,20 @@ def _sqlite(request: pytest.FixtureRequest) -> GuardFactory:
     return lambda: SqliteGuard(path)
 
 
+def _etcd(request: pytest.FixtureRequest) -> GuardFactory:
+    from lockkit.guards.etcd import EtcdGuard
+
+    url = request.getfixturevalue("etcd_server").url
+    return lambda: EtcdGuard.from_url(url)
+
+
+def _etcd_cluster(request: pytest.FixtureRequest) -> GuardFactory:
+    from lockkit.guards.etcd import EtcdGuard
+
+    url = request.getfixturevalue("etcd_cluster").url
+    return lambda: EtcdGuard.from_url(url)
+
+
 #: One row per guard: how to get a factory of guards over one storage, marks, id.
 GUARDS = [
     pytest.param(_memory, id="memory"),
@@ -69,6 +83,8 @@ GUARDS = [
     ),
     pytest.param(_zookeeper, marks=pytest.mark.zookeeper, id="zookeeper"),
     pytest.param(_zookeeper_ensemble, marks=pytest.mark.zookeeper, id="zookeeper-ensemble"),
+    pytest.param(_etcd, marks=pytest.mark.etcd, id="etcd"),
+    pytest.param(_etcd_cluster, marks=pytest.mark.etcd, id="etcd-cluster"),
 ]
 
 
