@@ -34,7 +34,7 @@ import random
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Final, Generic, TypeVar, final
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Generic, Self, TypeVar, final, overload
 
 import anyio
 
@@ -210,7 +210,7 @@ class _SqlGuard(Guard[ValueT], Generic[ValueT]):
     )
     _blob: ClassVar[str]
 
-    def __init__(self, *, table: str, codec: Codec[ValueT], create_table: bool) -> None:
+    def __init__(self, *, table: str, codec: Codec[Any], create_table: bool) -> None:
         self.table = table
         self.codec = codec
         self._statements = _Statements.for_table(_quoted_table(table), self._blob)
@@ -218,6 +218,9 @@ class _SqlGuard(Guard[ValueT], Generic[ValueT]):
         self._table_ready = False
         self._table_lock = anyio.Lock()
         self._closed = False
+
+    async def __aenter__(self) -> Self:
+        return self
 
     @property
     def table_ddl(self) -> str:
@@ -432,12 +435,33 @@ class PostgresGuard(_SqlGuard[ValueT], Generic[ValueT]):
     kind: ClassVar[str] = "postgres"
     _blob: ClassVar[str] = "BYTEA"
 
+    @overload
+    def __init__(
+        self: PostgresGuard[Any],
+        source: Any,
+        *,
+        table: str = ...,
+        create_table: bool = ...,
+        serialization_retries: int = ...,
+        **pool_options: Any,
+    ) -> None: ...
+    @overload
+    def __init__(
+        self,
+        source: Any,
+        *,
+        table: str = ...,
+        codec: Codec[ValueT],
+        create_table: bool = ...,
+        serialization_retries: int = ...,
+        **pool_options: Any,
+    ) -> None: ...
     def __init__(
         self,
         source: Any,
         *,
         table: str = DEFAULT_TABLE,
-        codec: Codec[ValueT] = JSON,
+        codec: Codec[Any] = JSON,
         create_table: bool = True,
         serialization_retries: int = 100,
         **pool_options: Any,
@@ -588,12 +612,31 @@ class SqliteGuard(_SqlGuard[ValueT], Generic[ValueT]):
     kind: ClassVar[str] = "sqlite"
     _blob: ClassVar[str] = "BLOB"
 
+    @overload
+    def __init__(
+        self: SqliteGuard[Any],
+        path: str | Path,
+        *,
+        table: str = ...,
+        create_table: bool = ...,
+        timeout: float = ...,
+    ) -> None: ...
+    @overload
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        table: str = ...,
+        codec: Codec[ValueT],
+        create_table: bool = ...,
+        timeout: float = ...,
+    ) -> None: ...
     def __init__(
         self,
         path: str | Path,
         *,
         table: str = DEFAULT_TABLE,
-        codec: Codec[ValueT] = JSON,
+        codec: Codec[Any] = JSON,
         create_table: bool = True,
         timeout: float = 30.0,
     ) -> None:
