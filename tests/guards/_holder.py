@@ -22,6 +22,10 @@ from lockkit.abc import Guard
 
 
 def guard_for(url: str) -> Guard[Any]:
+    if url.startswith(("etcd://", "etcds://")):
+        from lockkit.guards.etcd import EtcdGuard
+
+        return EtcdGuard.from_url(url)
     from lockkit.guards.zookeeper import ZooKeeperGuard
 
     return ZooKeeperGuard.from_url(url)
