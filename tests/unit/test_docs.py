@@ -56,6 +56,9 @@ SERVERS = {
     "redis": Server("redis://localhost:6379/0", "redis_server", pytest.mark.redis),
     "zookeeper": Server("zookeeper://localhost:2181", "zookeeper_server", pytest.mark.zookeeper),
     "etcd": Server("etcd://localhost:2379", "etcd_server", pytest.mark.etcd),
+    "postgres": Server(
+        "postgresql://localhost:5432/lockkit", "postgres_server", pytest.mark.postgres
+    ),
 }
 
 
