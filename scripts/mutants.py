@@ -19,6 +19,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFORMANCE = "tests/contract/test_conformance.py::test_conformance"
+GUARD_CONFORMANCE = "tests/contract/test_guards.py::test_guard_conformance"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -309,6 +310,34 @@ MUTANTS: tuple[Mutant, ...] = (
             f"{ETCD_TESTS}/test_etcd_failover.py"
             "::test_compaction_during_a_long_wait_does_not_lose_the_watch",
         ),
+    ),
+    Mutant(
+        "zookeeper guard decides without the fence it read",
+        "lockkit/guards/zookeeper.py",
+        "            check_fence(resource, fence, token)  # StaleTokenError: nothing written",
+        "            check_fence(resource, None, token)",
+        (f"{GUARD_CONFORMANCE}[zookeeper-check_older_token_refused]",),
+    ),
+    Mutant(
+        "zookeeper guard takes a multi that lost a race for a write",
+        "lockkit/guards/zookeeper.py",
+        "            if failed is None:\n",
+        "            if failed is None or failed < ours:\n",
+        (f"{GUARD_CONFORMANCE}[zookeeper-check_concurrent_writers]",),
+    ),
+    Mutant(
+        "etcd guard decides without the fence it read",
+        "lockkit/guards/etcd.py",
+        "            check_fence(resource, fence, token)  # StaleTokenError: nothing written",
+        "            check_fence(resource, None, token)",
+        (f"{GUARD_CONFORMANCE}[etcd-check_older_token_refused]",),
+    ),
+    Mutant(
+        "etcd guard's Txn compares nothing of what it read",
+        "lockkit/guards/etcd.py",
+        "txn([*compares, *compare], ",
+        "txn([*compare], ",
+        (f"{GUARD_CONFORMANCE}[etcd-check_concurrent_writers]",),
     ),
 )
 
