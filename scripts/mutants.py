@@ -339,6 +339,26 @@ MUTANTS: tuple[Mutant, ...] = (
         "txn([*compare], ",
         (f"{GUARD_CONFORMANCE}[etcd-check_concurrent_writers]",),
     ),
+    Mutant(
+        "sql guards accept an equal token from another acquisition",
+        "lockkit/guards/sql.py",
+        '    "AND (g.token < :token OR (g.token = :token AND g.owner = :owner))"',
+        '    "AND (g.token < :token OR g.token = :token)"',
+        (
+            f"{GUARD_CONFORMANCE}[postgres-check_equal_token_of_another_acquisition_refused]",
+            f"{GUARD_CONFORMANCE}[sqlite-check_equal_token_of_another_acquisition_refused]",
+        ),
+    ),
+    Mutant(
+        "sql guards accept a token of another lock",
+        "lockkit/guards/sql.py",
+        '    "g.lock_name = :lock AND g.backend = :backend "',
+        '    "TRUE "',
+        (
+            f"{GUARD_CONFORMANCE}[postgres-check_token_of_another_lock_refused]",
+            f"{GUARD_CONFORMANCE}[sqlite-check_token_of_another_lock_refused]",
+        ),
+    ),
 )
 
 
