@@ -8,6 +8,10 @@
 -- ARGV[6] queue lease ms   ARGV[7] fence keep ms
 -- ARGV[8] waiters' channel, "%s" standing for the client id
 -- ARGV[9] how to wake a waiter (see wake() in _queue.lua)
+-- ARGV[10] optional: the token floor; when given, token = max(last + 1, floor) and the
+--          server's TIME is not used for it (Redlock proposes one value to every master)
+-- ARGV[11] optional: the queue score (microseconds) instead of the server's TIME, so
+--          that several masters order the same waiters the same way
 --
 -- Returns {1, token} when granted, else {0, pttl of the owner key, rank in the queue or -1}
 -- followed, when ARGV[9] is "0" and a waiter must be woken, by its channel and owner.
@@ -40,7 +44,7 @@ elseif not holder then
 end
 if granted then
   redis.call('SET', KEYS[1], owner, 'PX', ARGV[2])
-  local token = now_us
+  local token = tonumber(ARGV[10] or '') or now_us
   local last = tonumber(redis.call('GET', KEYS[2]) or '0')
   if last >= token then
     token = last + 1
@@ -53,7 +57,7 @@ if granted then
 end
 if ARGV[3] == '1' then
   local lease = tonumber(ARGV[6])
-  redis.call('ZADD', KEYS[3], 'NX', string.format('%.0f', now_us), member)
+  redis.call('ZADD', KEYS[3], 'NX', ARGV[11] or string.format('%.0f', now_us), member)
   redis.call('HSET', KEYS[4], client, now_ms_of(time) + lease)
   redis.call('PEXPIRE', KEYS[3], lease * 2)
   redis.call('PEXPIRE', KEYS[4], lease * 2)

@@ -68,6 +68,9 @@ class Listen:
     keys_of: Callable[[str], LockKeys]
     #: starts a background task in the client's task group
     start_soon: Callable[..., object]
+    #: the room to route wake-ups to, when several listeners feed one (Redlock's
+    #: masters); a new one otherwise
+    room: WaitRoom | None = None
 
 
 class Wakeups(Protocol):
@@ -89,7 +92,7 @@ class ClientChannel:
     """Classic pub/sub on this client's own channel, through a redis-py client."""
 
     def __init__(self, subscriber: Subscriber, listen: Listen, timeout: float) -> None:
-        self.room = WaitRoom()
+        self.room = WaitRoom() if listen.room is None else listen.room
         self.subscriptions = 0
         self._subscriber = subscriber
         self._channel = listen.channel
