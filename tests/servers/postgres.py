@@ -2,10 +2,10 @@
 
 Debian's ``postgresql`` package (``make deps``) puts the server under
 ``/usr/lib/postgresql/N/bin``. PostgreSQL refuses to run as root, so ``initdb`` and
-``postgres`` run as the package's ``postgres`` user (``setpriv``), in a data directory
-inside the server's workdir, which is handed to that user. The cluster trusts local
-connections, skips fsync (test data need not survive a power cut) and has a database
-``lockkit``; :attr:`PostgresServer.url` is ``postgresql://postgres@127.0.0.1:PORT/lockkit``.
+``postgres`` run as the package's ``postgres`` user (``setpriv``) when the tests run as
+root, in a data directory inside the server's workdir, which is handed to that user.
+The cluster trusts local connections, skips fsync (test data need not survive a power
+cut) and has a database ``lockkit``; :attr:`PostgresServer.url` is ``postgresql://postgres@127.0.0.1:PORT/lockkit``.
 
 The process the harness holds is the postmaster itself (``setpriv`` execs it), started
 in its own process group with its backends: :meth:`PostgresServer.pause` freezes the
@@ -102,6 +102,8 @@ class PostgresServer(ProcessServer):
         return f"postgresql://{SYSTEM_USER}@{self.host}:{self.port}/{DATABASE}"
 
     def _as_postgres(self, *argv: str) -> list[str]:
+        if os.geteuid() != 0:  # not root: the server runs as whoever we are
+            return list(argv)
         user = self._user
         flags = [f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--init-groups"]
         # After the uid change the kernel forgets a parent-death signal set before it, so
@@ -112,6 +114,9 @@ class PostgresServer(ProcessServer):
 
     def _hand_over(self) -> None:
         """Let the ``postgres`` user reach and own the workdir."""
+        self.socket_dir.mkdir(exist_ok=True)
+        if os.geteuid() != 0:
+            return
         user = self._user
         os.chown(self.workdir, user.pw_uid, user.pw_gid)
         for parent in self.workdir.parents:
@@ -120,7 +125,6 @@ class PostgresServer(ProcessServer):
             mode = parent.stat().st_mode
             if not mode & stat.S_IXOTH:
                 parent.chmod(stat.S_IMODE(mode) | stat.S_IXOTH)
-        self.socket_dir.mkdir(exist_ok=True)
         os.chown(self.socket_dir, user.pw_uid, user.pw_gid)
 
     def prepare(self) -> None:
