@@ -220,7 +220,15 @@ class _SqlGuard(Guard[ValueT], Generic[ValueT]):
         self._closed = False
 
     async def __aenter__(self) -> Self:
+        """Connect (a guard that opens its own connections), so that an unreachable
+        database or refused credentials show here rather than at the first write."""
+        if self._closed:
+            raise LockUsageError(f"{type(self).__name__} entered after aclose()")
+        await self._connect()
         return self
+
+    async def _connect(self) -> None:
+        """Open what the guard opens itself, if it has not yet."""
 
     @property
     def table_ddl(self) -> str:
@@ -501,6 +509,10 @@ class PostgresGuard(_SqlGuard[ValueT], Generic[ValueT]):
             for field in dataclasses.fields(_Statements)
         }
 
+    async def _connect(self) -> None:
+        if self._connection is None:
+            await self._acquire_pool()
+
     @classmethod
     def from_url(cls, url: str, **options: Any) -> PostgresGuard[Any]:
         """``PostgresGuard(url, **options)``: the guard opens (and closes) its own pool."""
@@ -647,6 +659,9 @@ class SqliteGuard(_SqlGuard[ValueT], Generic[ValueT]):
         self._timeout = timeout
         self._db: aiosqlite.Connection | None = None
         self._open_lock = anyio.Lock()
+
+    async def _connect(self) -> None:
+        await self._connection()
 
     async def _connection(self) -> aiosqlite.Connection:
         if self._db is None:

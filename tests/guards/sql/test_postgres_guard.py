@@ -356,11 +356,14 @@ async def test_credentials_never_shown_and_unreachable_is_backend_unavailable() 
     from lockkit import BackendUnavailable, ConfigurationError
 
     with anyio.fail_after(20):
-        async with PostgresGuard("postgresql://app:s3cret@127.0.0.1:1/db") as guard:
-            assert "s3cret" not in repr(guard)
-            with pytest.raises(BackendUnavailable) as caught:
-                await guard.fence("r")
-            assert "s3cret" not in str(caught.value)
+        guard: PostgresGuard[Any] = PostgresGuard("postgresql://app:s3cret@127.0.0.1:1/db")
+        assert "s3cret" not in repr(guard)
+        with pytest.raises(BackendUnavailable) as caught:
+            await guard.fence("r")
+        assert "s3cret" not in str(caught.value)
+        with pytest.raises(BackendUnavailable):
+            async with guard:  # entering connects
+                pass
     with pytest.raises(ConfigurationError, match="table"):
         PostgresGuard("postgresql://localhost/db", table="orders; DROP TABLE x")
     with pytest.raises(ConfigurationError, match="postgresql://"):
