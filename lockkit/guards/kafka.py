@@ -49,10 +49,18 @@ import contextlib
 import dataclasses
 import itertools
 import threading
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from types import TracebackType
 from typing import Any, ClassVar, Final, Literal, Protocol, TypeVar, final
 
+import anyio
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import ProducerFenced
 
@@ -253,7 +261,7 @@ class TokenFilter:
         raw = key.encode() if isinstance(key, str) else key
         return self._fences.get((topic, raw))
 
-    async def records(self, consumer: AsyncIterable[RecordT]) -> AsyncIterator[RecordT]:
+    async def records(self, consumer: AsyncIterable[RecordT]) -> AsyncGenerator[RecordT, None]:
         """The records of ``consumer`` (anything ``async for`` reads records from, such as
         an ``AIOKafkaConsumer``) that :meth:`accept` keeps."""
         async for record in consumer:
@@ -444,17 +452,8 @@ class FencedProducer:
         raw_key = key.encode() if isinstance(key, str) else key
         if self._batch_task is not None and self._batch_task is asyncio.current_task():
             return await self._send(topic, data, raw_key, partition, extra, timestamp_ms)
-        async with self._mutex:
-            self._refuse_if_fenced()
-            try:
-                async with self._producer.transaction():
-                    produced = await self._send(
-                        topic, data, raw_key, partition, extra, timestamp_ms
-                    )
-            except Exception as exc:
-                await self._on_failure(exc)
-                raise
-            return produced
+        async with self._mutex, self._transaction():
+            return await self._send(topic, data, raw_key, partition, extra, timestamp_ms)
 
     async def _send(
         self,
@@ -492,18 +491,52 @@ class FencedProducer:
         """
         if self._batch_task is not None and self._batch_task is asyncio.current_task():
             raise LockUsageError("transactions of a FencedProducer do not nest")
-        async with self._mutex:
-            self._refuse_if_fenced()
+        async with self._mutex, self._transaction():
             self._batch_task = asyncio.current_task()
             try:
-                async with self._producer.transaction():
-                    yield self
-            except Exception as exc:
-                if not isinstance(exc, ProducerFencedError):
-                    await self._on_failure(exc)
-                raise
+                yield self
             finally:
                 self._batch_task = None
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[None]:
+        """Begin a transaction; commit it if the block ends well, else abort it, unless
+        the producer was fenced meanwhile (then it is closed already, and the broker
+        aborted the transaction). Run under the mutex."""
+        self._refuse_if_fenced()
+        producer = self._producer
+        try:
+            await producer.begin_transaction()
+        except Exception as exc:
+            await self._on_failure(exc)
+            raise
+        try:
+            yield
+        except BaseException:
+            if self._producer is producer and not _is_fatal(producer):
+                await self._abort(producer)
+            raise
+        try:
+            await producer.commit_transaction()
+        except Exception as exc:
+            await self._on_failure(exc)
+            raise
+
+    async def _abort(self, producer: Any) -> None:
+        """Abort the open transaction, even in a cancelled task; if that fails or takes
+        longer than a request may, close the producer (the broker aborts the
+        transaction when the next producer of the lock starts, or when it times out)."""
+        aborted = False
+        with anyio.CancelScope(shield=True), anyio.move_on_after(self._guard._abort_timeout):
+            try:
+                await producer.abort_transaction()
+                aborted = True
+            except Exception as exc:
+                with contextlib.suppress(StaleTokenError):
+                    await self._on_failure(exc)
+        if not aborted:
+            with anyio.CancelScope(shield=True):
+                await self._close()
 
     async def _close(self) -> None:
         if self._closed:
@@ -605,6 +638,7 @@ class KafkaGuard:
         self.prefix: Final = prefix
         self.codec: Final = codec
         self._options = dict(options)
+        self._abort_timeout = float(options.get("request_timeout_ms", 40_000)) / 1000
         self._live: set[FencedProducer] = set()
 
     def transactional_id(self, lock: str) -> str:

@@ -87,3 +87,23 @@ def as_another_process() -> Iterator[None]:
         yield
     finally:
         kafka._used = saved
+
+
+async def create_topic(bootstrap: str, topic: str) -> None:
+    """Create ``topic`` and wait until the broker serves its partition, so that a
+    producer's first send finds it (aiokafka logs an error while an auto-created topic
+    is still unknown, which the stderr checks would see)."""
+    admin_module = importlib.import_module("aiokafka.admin")
+    admin = admin_module.AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([admin_module.NewTopic(topic, 1, 1)])
+        with anyio.fail_after(30):
+            while True:
+                [described] = await admin.describe_topics([topic])
+                partitions = described.get("partitions") or []
+                if described["error_code"] == 0 and partitions and partitions[0]["leader"] >= 0:
+                    return
+                await anyio.sleep(0.05)
+    finally:
+        await admin.close()
