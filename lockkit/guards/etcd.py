@@ -21,9 +21,10 @@ it is created, one more per put. ``check()`` writes the fence key only.
 
 Atomicity: a write reads both keys (one linearizable range), applies
 :func:`~lockkit.abc.check_fence` to what it read, then sends ONE ``Txn`` whose
-compares say "the fence key and the value key are at the ``mod_revision`` read" (0:
-still missing) and whose success branch puts the new fence and the value. If anything
-was written in between, a compare fails, nothing is applied, and the failure branch
+compares say "the fence key is at the ``mod_revision`` read" (0: still missing; with
+``expect_version``, the value key too) and whose success branch puts the new fence
+and the value. Every newer token changes the fence key. If anything that matters was
+written in between, a compare fails, nothing is applied, and the failure branch
 returns both keys as they are now: the guard decides again on that, so a decision is
 always taken on current data. Given the lock's key (``lock_key=``), the Txn also
 compares its ``create_revision`` with the token (Go's ``Mutex.IsOwner``): a holder
@@ -437,15 +438,17 @@ class EtcdGuard(Guard[ValueT], Generic[ValueT]):
                 version = value_kv.version if value_kv else 0
                 if expect_version is not None and expect_version != version:
                     raise WriteConflictError(resource, expect_version, version)
-                seen.append(value_kv.mod_revision if value_kv else 0)
-                compares.append(mod_revision_is(value_key, seen[-1]))
+                if expect_version is not None:  # else the fence's compare is enough
+                    seen.append(value_kv.mod_revision if value_kv else 0)
+                    compares.append(mod_revision_is(value_key, seen[-1]))
                 puts.append(op_put(value_key, data, 0))
             reply = await link.txn(
                 txn([*compares, *compare], [*puts, *ops], reads), "write under the fence"
             )
             if reply.succeeded:
                 return list(reply.responses[len(puts) :])
-            if compare and self._unchanged(reply, fence_key, value_key, seen, data is not None):
+            versioned = expect_version is not None
+            if compare and self._unchanged(reply, fence_key, value_key, seen, versioned):
                 raise EtcdCompareFailed(
                     f"a compare given with the operations on {resource!r} failed; "
                     "nothing was applied"

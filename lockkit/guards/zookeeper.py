@@ -21,11 +21,12 @@ plus one (1 after the first write). ``check()`` touches the fence node only.
 Atomicity: a write reads the fence node (data and stat) and the value node's stat,
 applies :func:`~lockkit.abc.check_fence` to what it read, then sends one ``multi``:
 the fence node's ``create``, ``check`` (same token again) or ``set_data`` at the
-version it read, and the value node's ``create`` or ``set_data`` at the version it
-read. If anything was written in between, a version no longer matches and the server
-applies nothing; the guard reads again and decides again, so a decision is always
-taken on current data. A ``sync`` goes before every read, so a follower that lags the
-leader cannot answer with old data.
+version it read, and the value node's ``create`` or ``set_data`` (at the version it
+read when the write has ``expect_version``; else the fence node's version is what
+matters: any newer token changes it). If anything that matters was written in between,
+a version no longer matches and the server applies nothing; the guard reads again and
+decides again, so a decision is always taken on current data. A ``sync`` goes before
+every read, so a follower that lags the leader cannot answer with old data.
 
 The caller's own mutation: :meth:`~ZooKeeperGuard.multi` runs ZooKeeper operations
 (:class:`Create`, :class:`SetData`, :class:`Delete`, :class:`Check`) in the same
@@ -439,8 +440,9 @@ class ZooKeeperGuard(Guard[ValueT], Generic[ValueT]):
                     raise WriteConflictError(resource, expect_version, version)
                 if missing:
                     steps.append(zk.persistent(value_node, link.acl, data))
-                else:
-                    steps.append(zk.set_data(value_node, data, stat.stat.version))
+                else:  # without expect_version, the fence node's version is enough
+                    at = -1 if expect_version is None else stat.stat.version
+                    steps.append(zk.set_data(value_node, data, at))
             ours = len(steps)
             reply = await link.call(zk.multi(*steps, *theirs), "write under the fence")
             if isinstance(reply, Exception):
