@@ -1,6 +1,7 @@
 """Run the benchmarks in one event loop and write JSON plus a table.
 
-python -m benchmarks [--suites memory,redis,zookeeper,etcd] [--duration 2] [--quick] [--out DIR]
+python -m benchmarks [--suites memory,redis,zookeeper,etcd,guards] [--duration 2] [--quick]
+                     [--out DIR]
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import lockkit
 
 from .harness import Result
 
-SUITES = ("memory", "redis", "zookeeper", "etcd")
+SUITES = ("memory", "redis", "zookeeper", "etcd", "guards")
 
 
 async def main_async(suites: list[str], duration: float) -> tuple[list[Result], dict[str, Any]]:

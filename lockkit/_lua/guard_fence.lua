@@ -15,23 +15,24 @@ local function compare_tokens(a, b)
   return a < b and -1 or 1
 end
 
--- nil if the token (its value, the acquisition that holds it, the lock and backend that
--- minted it) is accepted for the resource at `key`; else the refusal
--- {0, fence token, fence owner, fence lock, fence backend}.
+-- The refusal {0, fence token, fence owner, fence lock, fence backend} if the token (its
+-- value, the acquisition that holds it, the lock and backend that minted it) is refused
+-- for the resource at `key`, else nil; and the resource's version (0: no value yet).
 -- Accepted iff there is no fence yet, or the token was minted for the fence's lock on
 -- the fence's backend and is higher than the fence, or equal and of the same owner.
 local function fence_refusal(key, token, owner, lock, backend)
-  local fence = redis.call('HMGET', key, 'token', 'owner', 'lock', 'backend')
+  local fence = redis.call('HMGET', key, 'token', 'owner', 'lock', 'backend', 'version')
+  local version = tonumber(fence[5] or '0')
   if not fence[1] then
-    return nil
+    return nil, version
   end
   if fence[3] == lock and fence[4] == backend then
     local order = compare_tokens(token, fence[1])
     if order > 0 or (order == 0 and fence[2] == owner) then
-      return nil
+      return nil, version
     end
   end
-  return {0, fence[1], fence[2] or '', fence[3] or '', fence[4] or ''}
+  return {0, fence[1], fence[2] or '', fence[3] or '', fence[4] or ''}, version
 end
 
 local function raise_fence(key, token, owner, lock, backend)

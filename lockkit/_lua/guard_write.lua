@@ -9,11 +9,10 @@
 -- fence_refusal); {2, version now} when the version is not the expected one. A refusal
 -- changes nothing, the fence included.
 local key = KEYS[1]
-local refused = fence_refusal(key, ARGV[1], ARGV[2], ARGV[3], ARGV[4])
+local refused, version = fence_refusal(key, ARGV[1], ARGV[2], ARGV[3], ARGV[4])
 if refused then
   return refused
 end
-local version = tonumber(redis.call('HGET', key, 'version') or '0')
 if ARGV[5] ~= '' and tonumber(ARGV[5]) ~= version then
   return {2, version}
 end

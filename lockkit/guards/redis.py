@@ -145,6 +145,8 @@ class RedisGuard(Guard[ValueT], Generic[ValueT]):
         self._connect = connect
         self._executor: Executor | None = None
         self._closed = False
+        #: resource -> key, for names already checked
+        self._keys_by_name: dict[str, str] = {}
         #: what COMMAND INFO said of each command name the caller used:
         #: (arity, first key, last key, step, keys move) or None if Redis does not know it
         self._commands: dict[str, tuple[int, int, int, int, bool] | None] = {}
@@ -198,7 +200,12 @@ class RedisGuard(Guard[ValueT], Generic[ValueT]):
 
     def key(self, resource: str) -> str:
         """The Redis key (a hash) that holds ``resource``."""
-        return f"{self.prefix}{self.hash_tag(resource)}"
+        key = self._keys_by_name.get(resource) if type(resource) is str else None
+        if key is None:
+            if len(self._keys_by_name) >= 4096:
+                self._keys_by_name.clear()
+            key = self._keys_by_name[resource] = f"{self.prefix}{self.hash_tag(resource)}"
+        return key
 
     @staticmethod
     def hash_tag(resource: str) -> str:
@@ -230,9 +237,10 @@ class RedisGuard(Guard[ValueT], Generic[ValueT]):
 
     def _prepare(self, resource: str, token: FencingToken) -> tuple[str, list[Arg]]:
         """The resource's key and the token's words, after the input checks."""
-        validate_name(resource, "resource")
-        check_fence(resource, None, token)  # the same TypeError for a non-token
-        return self.key(resource), [str(int(token)), token.owner, token.name, token.backend]
+        key = self.key(resource)  # checks the name first
+        if not isinstance(token, FencingToken):
+            check_fence(resource, None, token)  # raises the TypeError every guard raises
+        return key, [str(int(token)), token.owner, token.name, token.backend]
 
     def _settle(self, resource: str, token: FencingToken, reply: Any, expected: int | None) -> Any:
         """The accepted reply's payload; a refusal raised as check_fence raises it."""
@@ -305,7 +313,6 @@ class RedisGuard(Guard[ValueT], Generic[ValueT]):
         self._settle(resource, token, await self._run(WRITE, (key,), words), None)
 
     async def _read(self, resource: str) -> list[Any]:
-        validate_name(resource, "resource")
         reply: list[Any] = await self._run(READ, (self.key(resource),), ())
         return reply
 

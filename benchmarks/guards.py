@@ -1,0 +1,248 @@
+"""Guards: what a guarded write costs next to the same write without a guard.
+
+One section per storage, each a function ``(duration) -> list[Result]`` listed in
+:data:`SECTIONS`; a section starts (or finds) its own server and measures, interleaved
+in one run (``ROUNDS`` rounds, each contender keeping its best), the plain write and
+the guarded one, reporting their ratio (time per guarded write / time per plain write,
+so 1.0 means free). Goals are checked and reported, never enforced.
+
+Redis (``LOCKKIT_BENCH_REDIS_URL``, or a fresh ``redis-server``):
+
+1. one task, back to back: ``SET`` against :meth:`RedisGuard.write` (one ``EVALSHA``
+   of the fence script), both over lockkit's own connection; the same pair over a
+   redis-py client (``Redis.set`` against a guard made with ``from_client``);
+2. 32 tasks sharing one connection (pipelined): the same pair, where the server's work
+   (running the script) shows instead of the round trip;
+3. read-modify-write: ``GET`` + ``SET`` against :meth:`RedisGuard.update` (a read and a
+   versioned write: two round trips as well);
+4. the server's own time per call (``INFO commandstats``, before and after): ``SET``
+   against the guard's ``EVALSHA``, where no network or client is counted.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
+import redis.asyncio as aioredis
+
+from lockkit import FencingToken
+from lockkit._core._url import parse_url
+from lockkit._drivers.redis.resp import ConnectOptions
+from lockkit._drivers.redis.topology import Single
+from lockkit.guards import RAW
+from lockkit.guards.redis import RedisGuard
+
+from .harness import Result, check, rate, show
+
+SUITE = "guards"
+ROUNDS = 3
+#: The goal for a guarded write against the plain one (time ratio).
+GOAL = 1.3
+_versions: dict[str, str] = {}
+
+Step = Callable[[], Awaitable[object]]
+
+
+def server_versions() -> dict[str, str]:
+    return dict(_versions)
+
+
+def _add(results: list[Result], name: str, figures: dict[str, float], checks: list[str]) -> None:
+    notes = "; ".join(checks)
+    results.append(Result(SUITE, name, figures, notes))
+    print(f"  {name}: {show(figures)}" + (f"\n    {notes}" if notes else ""), flush=True)
+
+
+async def _concurrent_rate(step: Step, tasks: int, duration: float) -> float:
+    """Calls of ``step`` per second, ``tasks`` tasks calling it back to back."""
+    for _ in range(20):
+        await step()
+    count = 0
+    deadline = time.perf_counter() + duration
+
+    async def worker() -> None:
+        nonlocal count
+        while time.perf_counter() < deadline:
+            await step()
+            count += 1
+
+    started = time.perf_counter()
+    async with anyio.create_task_group() as tg:
+        for _ in range(tasks):
+            tg.start_soon(worker)
+    return count / (time.perf_counter() - started)
+
+
+async def _interleaved(
+    pairs: dict[str, tuple[Step, Step]], duration: float, tasks: int = 1
+) -> dict[str, tuple[float, float]]:
+    """For each pair (plain, guarded): the best rate of each over ``ROUNDS`` rounds, the
+    contenders taking turns within every round."""
+    best: dict[tuple[str, int], float] = {}
+    for _ in range(ROUNDS):
+        for label, steps in pairs.items():
+            for i, step in enumerate(steps):
+                if tasks == 1:
+                    measured = await rate(step, duration / ROUNDS)
+                else:
+                    measured = await _concurrent_rate(step, tasks, duration / ROUNDS)
+                best[(label, i)] = max(best.get((label, i), 0.0), measured)
+    return {label: (best[(label, 0)], best[(label, 1)]) for label in pairs}
+
+
+def _report(
+    results: list[Result], found: dict[str, tuple[float, float]], what: tuple[str, str]
+) -> None:
+    for label, (plain, guarded) in found.items():
+        ratio = plain / guarded
+        _add(
+            results,
+            f"redis {label}",
+            {f"{what[0]}_per_s": plain, f"{what[1]}_per_s": guarded, "ratio": ratio},
+            [check("guarded/plain", ratio, GOAL, at_most=True)],
+        )
+
+
+# -- Redis ------------------------------------------------------------------------------
+
+
+async def redis_section(duration: float) -> list[Result]:
+    from .redis import _redis_url  # the Redis suite's server starter
+
+    results: list[Result] = []
+    async with _redis_url() as url:
+        parsed = parse_url(url)
+        host, port = parsed.hosts[0]
+        plain = Single(host, port or 6379).open(ConnectOptions())
+        client = aioredis.Redis.from_url(url)
+        try:
+            info = await client.info("server")
+            _versions["redis"] = str(info.get("redis_version"))
+            before = await _commandstats(client)
+            async with (
+                RedisGuard.from_url(url, codec=RAW) as guard,
+                RedisGuard.from_client(client, codec=RAW) as app_guard,
+            ):
+                results += await _redis_measure(plain, client, guard, app_guard, duration)
+            after = await _commandstats(client)
+            per_call = {
+                verb: (after[verb][1] - before[verb][1]) / max(1, after[verb][0] - before[verb][0])
+                for verb in ("set", "evalsha")
+            }
+            _add(
+                results,
+                "redis server time per call",
+                {
+                    "set_us": per_call["set"],
+                    "guard_evalsha_us": per_call["evalsha"],
+                    "ratio": per_call["evalsha"] / per_call["set"],
+                },
+                ["evalsha: every guard script of the run (write, update, read)"],
+            )
+        finally:
+            await plain.aclose()
+            await client.aclose()
+    return results
+
+
+async def _commandstats(client: aioredis.Redis) -> dict[str, tuple[int, float]]:
+    """Calls and microseconds spent so far, by command."""
+    stats = await client.info("commandstats")
+    out: dict[str, tuple[int, float]] = {"set": (0, 0.0), "evalsha": (0, 0.0)}
+    for name, entry in stats.items():
+        verb = name.removeprefix("cmdstat_")
+        out[verb] = (int(entry["calls"]), float(entry["usec"]))
+    return out
+
+
+async def _redis_measure(
+    plain: Any,
+    client: aioredis.Redis,
+    guard: RedisGuard[bytes],
+    app_guard: RedisGuard[bytes],
+    duration: float,
+) -> list[Result]:
+    results: list[Result] = []
+    value = b"x" * 64
+    token = FencingToken(time.time_ns() // 1000, name="bench", backend="redis", owner="bench")
+    key, resource = "bench:guards:plain", "bench:guards:guarded"
+    app_key, app_resource = "bench:guards:app-plain", "bench:guards:app-guarded"
+
+    async def set_plain() -> None:
+        await plain.execute("SET", key, value)
+
+    async def write_guarded() -> None:
+        await guard.write(resource, value, token=token)
+
+    async def set_app() -> None:
+        await client.set(app_key, value)
+
+    async def write_app() -> None:
+        await app_guard.write(app_resource, value, token=token)
+
+    print("guards: redis, one task, SET vs guarded write", flush=True)
+    _report(
+        results,
+        await _interleaved(
+            {
+                "write, 1 task, lockkit connection": (set_plain, write_guarded),
+                "write, 1 task, redis-py client": (set_app, write_app),
+            },
+            duration,
+        ),
+        ("set", "guarded"),
+    )
+    print("guards: redis, 32 tasks on one connection, SET vs guarded write", flush=True)
+    _report(
+        results,
+        await _interleaved(
+            {"write, 32 tasks, lockkit connection": (set_plain, write_guarded)},
+            duration,
+            tasks=32,
+        ),
+        ("set", "guarded"),
+    )
+
+    counter = "bench:guards:counter"
+
+    async def get_set() -> None:
+        current = await plain.execute("GET", counter)
+        await plain.execute("SET", counter, int(current or 0) + 1)
+
+    def bump(current: bytes | None) -> bytes:
+        return b"%d" % (int(current or 0) + 1)
+
+    async def update_guarded() -> None:
+        await guard.update("bench:guards:updated", bump, token=token)
+
+    print("guards: redis, read-modify-write, GET+SET vs update()", flush=True)
+    _report(
+        results,
+        await _interleaved({"read-modify-write, 1 task": (get_set, update_guarded)}, duration),
+        ("get_set", "update"),
+    )
+    return results
+
+
+#: One entry per storage: its name and the function that measures it.
+SECTIONS: dict[str, Callable[[float], Awaitable[list[Result]]]] = {
+    "redis": redis_section,
+}
+
+
+async def run(duration: float) -> list[Result]:
+    results: list[Result] = []
+    for name, section in SECTIONS.items():
+        print(f"guards: {name}", flush=True)
+        try:
+            results += await section(duration)
+        except Exception as exc:
+            traceback.print_exc()
+            text = f"{type(exc).__name__}: {exc}"
+            results.append(Result(SUITE, name, {}, text, failed=True))
+            print(f"  FAILED: {text}", flush=True)
+    return results
