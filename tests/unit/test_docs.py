@@ -50,12 +50,14 @@ class Server:
     placeholder: str
     fixture: str
     mark: pytest.MarkDecorator
+    attribute: str = "url"  # the fixture's attribute that replaces the placeholder
 
 
 SERVERS = {
     "redis": Server("redis://localhost:6379/0", "redis_server", pytest.mark.redis),
     "zookeeper": Server("zookeeper://localhost:2181", "zookeeper_server", pytest.mark.zookeeper),
     "etcd": Server("etcd://localhost:2379", "etcd_server", pytest.mark.etcd),
+    "kafka": Server("localhost:9092", "kafka_broker", pytest.mark.kafka, "bootstrap_servers"),
     "postgres": Server(
         "postgresql://localhost:5432/lockkit", "postgres_server", pytest.mark.postgres
     ),
@@ -138,7 +140,7 @@ def test_python_block_runs(block: Block, request: pytest.FixtureRequest, tmp_pat
     code = block.code
     for kind in block.servers:
         server = request.getfixturevalue(SERVERS[kind].fixture)
-        code = code.replace(SERVERS[kind].placeholder, server.url)
+        code = code.replace(SERVERS[kind].placeholder, getattr(server, SERVERS[kind].attribute))
     assert "localhost" not in code, (
         f"{block.where} names a server the test cannot provide: use one of "
         f"{[server.placeholder for server in SERVERS.values()]}, or add it to SERVERS"
