@@ -370,7 +370,7 @@ class FencedProducer:
 
     @property
     def fenced(self) -> bool:
-        """True once the broker (or this process) fenced the producer."""
+        """True once the broker fenced the producer (it is closed then)."""
         return self._fenced is not None
 
     async def start(self) -> None:
