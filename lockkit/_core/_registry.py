@@ -20,6 +20,8 @@ BUILTIN_SCHEMES: dict[str, tuple[str, str | None]] = {
     "rediss": ("lockkit.backends.redis:RedisBackend", "redis"),
     "redis+sentinel": ("lockkit.backends.redis:RedisBackend", "redis"),
     "redis+cluster": ("lockkit.backends.redis:RedisBackend", "redis"),
+    "redlock": ("lockkit.backends.redlock:RedlockBackend", "redis"),
+    "redlocks": ("lockkit.backends.redlock:RedlockBackend", "redis"),
     "zookeeper": ("lockkit.backends.zookeeper:ZooKeeperBackend", "zookeeper"),
     "zk": ("lockkit.backends.zookeeper:ZooKeeperBackend", "zookeeper"),
     "etcd": ("lockkit.backends.etcd:EtcdBackend", "etcd"),

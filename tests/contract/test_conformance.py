@@ -36,6 +36,11 @@ BACKENDS = [
         marks=[pytest.mark.redis, pytest.mark.cluster],
         id="redis-cluster",
     ),
+    pytest.param(
+        _server("redis_masters"),
+        marks=[pytest.mark.redis, pytest.mark.redlock, pytest.mark.cluster],
+        id="redlock",
+    ),
     pytest.param(_server("zookeeper_server"), marks=pytest.mark.zookeeper, id="zookeeper"),
     pytest.param(
         _server("zookeeper_ensemble"),
