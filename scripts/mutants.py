@@ -359,6 +359,20 @@ MUTANTS: tuple[Mutant, ...] = (
             f"{GUARD_CONFORMANCE}[sqlite-check_token_of_another_lock_refused]",
         ),
     ),
+    Mutant(
+        "redis guard accepts an equal token of another acquisition",
+        "lockkit/_lua/guard_fence.lua",
+        "    if order > 0 or (order == 0 and fence[2] == owner) then",
+        "    if order >= 0 then",
+        (f"{GUARD_CONFORMANCE}[redis-check_equal_token_of_another_acquisition_refused]",),
+    ),
+    Mutant(
+        "redis guard accepts a token of another lock",
+        "lockkit/_lua/guard_fence.lua",
+        "  if fence[3] == lock and fence[4] == backend then",
+        "  if true then",
+        (f"{GUARD_CONFORMANCE}[redis-check_token_of_another_lock_refused]",),
+    ),
 )
 
 
