@@ -238,7 +238,8 @@ class RedisGuard(Guard[ValueT], Generic[ValueT]):
     def _prepare(self, resource: str, token: FencingToken) -> tuple[str, list[Arg]]:
         """The resource's key and the token's words, after the input checks."""
         key = self.key(resource)  # checks the name first
-        if not isinstance(token, FencingToken):
+        given: object = token  # a caller may pass anything
+        if not isinstance(given, FencingToken):
             check_fence(resource, None, token)  # raises the TypeError every guard raises
         return key, [str(int(token)), token.owner, token.name, token.backend]
 
