@@ -18,13 +18,28 @@ Redis (``LOCKKIT_BENCH_REDIS_URL``, or a fresh ``redis-server``):
    versioned write: two round trips as well);
 4. the server's own time per call (``INFO commandstats``, before and after): ``SET``
    against the guard's ``EVALSHA``, where no network or client is counted.
+
+PostgreSQL (``LOCKKIT_BENCH_POSTGRES_URL``, or a fresh server from the test fixtures,
+fsync off), every contender on one asyncpg pool of 16 connections:
+
+1. ``UPDATE t SET value = $2 WHERE id = $1`` against :meth:`PostgresGuard.write` (one
+   ``INSERT ... ON CONFLICT DO UPDATE ... WHERE <fence rule>``), one task and 16 tasks
+   (each on its own row);
+2. a transaction ``BEGIN; UPDATE; COMMIT`` with and without ``fence_in`` first (one more
+   statement in it);
+3. read-modify-write: ``SELECT`` + ``UPDATE`` against :meth:`PostgresGuard.update`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
+import tempfile
 import time
 import traceback
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -244,9 +259,124 @@ async def _redis_measure(
     return results
 
 
+# -- PostgreSQL ------------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def _postgres_url() -> AsyncIterator[str]:
+    """``LOCKKIT_BENCH_POSTGRES_URL``, or a fresh server stopped afterwards (the test
+    fixtures' starter: fsync off, so the figures show the statements, not the disk)."""
+    given = os.environ.get("LOCKKIT_BENCH_POSTGRES_URL")
+    if given:
+        yield given
+        return
+    from tests.servers.postgres import PostgresServer
+
+    workdir = Path(tempfile.mkdtemp(prefix="lockkit-bench-postgres-"))
+    server = PostgresServer("bench-postgres", workdir)
+    try:
+        await anyio.to_thread.run_sync(server.start)
+        print(f"guards: started PostgreSQL on {server.hostport}", flush=True)
+        yield server.url
+    finally:
+        await anyio.to_thread.run_sync(server.stop)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+async def postgres_section(duration: float) -> list[Result]:
+    import asyncpg
+
+    from lockkit.guards.sql import PostgresGuard
+
+    results: list[Result] = []
+    async with _postgres_url() as url:
+        pool = await asyncpg.create_pool(url, min_size=16, max_size=16)
+        table = f"bench_plain_{os.getpid()}"
+        try:
+            _versions["postgres"] = str(await pool.fetchval("SHOW server_version"))
+            await pool.execute(f"DROP TABLE IF EXISTS {table}")
+            await pool.execute(f"CREATE TABLE {table} (id text PRIMARY KEY, value bytea)")
+            async with PostgresGuard(pool, codec=RAW, table=f"{table}_guard") as guard:
+                await guard.create_table()
+                results += await _postgres_measure(pool, table, guard, duration)
+            await pool.execute(f"DROP TABLE {table}, {table}_guard")
+        finally:
+            await pool.close()
+    return results
+
+
+async def _postgres_measure(pool: Any, table: str, guard: Any, duration: float) -> list[Result]:
+    results: list[Result] = []
+    value = b"x" * 64
+    token = FencingToken(time.time_ns() // 1000, name="bench", backend="postgres", owner="b")
+    rows = [f"bench:{i}" for i in range(16)]
+    for row in rows:
+        await pool.execute(f"INSERT INTO {table} VALUES ($1, $2)", row, value)
+        await guard.write(row, value, token=token)
+    update = f"UPDATE {table} SET value = $2 WHERE id = $1"
+    turn = iter(range(1 << 62))
+
+    def row() -> str:  # one row per task, as in an application
+        return rows[next(turn) % 16]
+
+    async def plain() -> None:
+        await pool.execute(update, row(), value)
+
+    async def guarded() -> None:
+        await guard.write(row(), value, token=token)
+
+    def report(label: str, found: tuple[float, float], names: tuple[str, str]) -> None:
+        first, second = found
+        ratio = first / second
+        _add(
+            results,
+            f"postgres {label}",
+            {f"{names[0]}_per_s": first, f"{names[1]}_per_s": second, "ratio": ratio},
+            [check("guarded/plain", ratio, GOAL, at_most=True)],
+        )
+
+    print("guards: postgres, UPDATE vs guarded write, 1 task and 16 tasks", flush=True)
+    found = await _interleaved({"write, 1 task": (plain, guarded)}, duration)
+    report("write, 1 task", found["write, 1 task"], ("update", "guarded"))
+    found = await _interleaved({"write, 16 tasks": (plain, guarded)}, duration, tasks=16)
+    report("write, 16 tasks (16 connections)", found["write, 16 tasks"], ("update", "guarded"))
+
+    async def transaction_plain() -> None:
+        async with pool.acquire() as conn, conn.transaction():
+            await conn.execute(update, "bench:0", value)
+
+    async def transaction_fenced() -> None:
+        async with pool.acquire() as conn, conn.transaction():
+            await guard.fence_in(conn, "bench:fence", token=token)
+            await conn.execute(update, "bench:0", value)
+
+    print("guards: postgres, a transaction with and without fence_in", flush=True)
+    found = await _interleaved({"tx": (transaction_plain, transaction_fenced)}, duration)
+    first, second = found["tx"]
+    _add(
+        results,
+        "postgres transaction (BEGIN, UPDATE, COMMIT), + fence_in",
+        {"plain_per_s": first, "fenced_per_s": second, "ratio": first / second},
+        ["one more statement in the transaction: 4 round trips instead of 3"],
+    )
+
+    async def select_update() -> None:
+        current = await pool.fetchval(f"SELECT value FROM {table} WHERE id = $1", "bench:1")
+        await pool.execute(update, "bench:1", current)
+
+    async def update_guarded() -> None:
+        await guard.update("bench:1", lambda current: current or value, token=token)
+
+    print("guards: postgres, read-modify-write, SELECT+UPDATE vs update()", flush=True)
+    found = await _interleaved({"rmw": (select_update, update_guarded)}, duration)
+    report("read-modify-write, 1 task", found["rmw"], ("select_update", "update"))
+    return results
+
+
 #: One entry per storage: its name and the function that measures it.
 SECTIONS: dict[str, Callable[[float], Awaitable[list[Result]]]] = {
     "redis": redis_section,
+    "postgres": postgres_section,
 }
 
 
