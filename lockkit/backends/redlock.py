@@ -490,24 +490,27 @@ class RedlockBackend(Backend):
                 if queued:  # leave the queues where someone else was first
                     self.context.start_soon(self._leave, att.keys, att.owner, queued, False)
                 return Turn(Grant(top, started))
-        # short of a majority: give back what was taken (and what may have been)
-        back = [
-            m for m, r in zip(self._masters, replies, strict=True) if _granted(r) or r is MISSING
-        ]
-        if back:
-            if queue and self.options.fair:  # keep the turn: reserved for this waiter
-                yield_args = (att.owner, _ms(CLAIM_WINDOW))
-                await self._round(
-                    lambda m: self._ex(m).evalsha(YIELD, (att.keys.owner,), yield_args),
-                    "yield",
-                    None,
-                    back,
-                    limit=limit,
-                )
-            else:
-                await self._leave(att.keys, att.owner, back, False, limit=limit)
+        # short of a majority: give back what was taken at once; what a master that has
+        # not answered may still take is given back in the background (in order: after
+        # the acquire on the same connection)
+        pairs = list(zip(self._masters, replies, strict=True))
+        took = [m for m, r in pairs if _granted(r)]
+        unsure = [m for m, r in pairs if r is MISSING]
+        if took:
+            await self._give_back(att, queue, took, limit)
+        if unsure:
+            self.context.start_soon(self._give_back, att, queue, unsure, self.options.timeout)
         self._need_quorum(replies, "acquire a lock")
         return Turn(None, self._recheck(len(granted), replies))
+
+    async def _give_back(
+        self, att: _Attempt, queue: bool, masters: list[_Master], limit: float
+    ) -> None:
+        if queue and self.options.fair:  # keep the turn: reserved for this waiter
+            call = self._script(YIELD, (att.keys.owner,), (att.owner, _ms(CLAIM_WINDOW)))
+            await self._round(call, "yield", None, masters, limit=limit)
+        else:
+            await self._leave(att.keys, att.owner, masters, False, limit=limit)
 
     def _recheck(self, reserved: int, replies: list[Any]) -> float | None:
         """When the lock may come free on enough masters with no message sent."""
@@ -533,8 +536,11 @@ class RedlockBackend(Backend):
         room = self._room
 
         async def leave() -> None:
+            # bounded by the time the caller had left: what cannot be told by then is
+            # retried in the background
+            left = min(self.options.timeout, max(0.1, att.deadline - self.clock.now()))
             last = room.waiting(att.name) == 0
-            await self._leave(att.keys, att.owner, self._masters, last)
+            await self._leave(att.keys, att.owner, self._masters, last, limit=left)
 
         return leave
 

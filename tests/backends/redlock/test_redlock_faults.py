@@ -1,0 +1,126 @@
+"""Redlock with masters killed, paused and restarted (5 masters of the test's own)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import anyio
+import pytest
+
+import lockkit
+from lockkit import BackendUnavailable, LockTimeout, StaleTokenError
+from lockkit.backends.redlock import RedlockBackend
+from lockkit.guards.redis import RedisGuard
+from tests.servers import ServerPool
+from tests.servers.redis import RedisMasters, RedisServer
+
+pytestmark = [pytest.mark.redis, pytest.mark.redlock, pytest.mark.fault, pytest.mark.cluster]
+
+
+def _name() -> str:
+    return f"rl-{uuid.uuid4().hex[:8]}"
+
+
+def _state(node: RedisServer, name: str) -> list[str]:
+    """What ``node`` holds for lock ``name`` besides its token register."""
+    return [k for k in ("o", "q", "l") if node.call("EXISTS", f"lockkit:{{{name}}}:{k}") == 1]
+
+
+async def test_two_masters_down_still_grant_with_rising_tokens(servers: ServerPool) -> None:
+    masters = servers.redis_masters(5)
+    name = _name()
+    async with lockkit.connect(masters.url, timeout=1) as a, lockkit.connect(masters.url) as b:
+        locks = [a.lock(name, ttl=5, timeout=5), b.lock(name, ttl=5, timeout=5)]
+        tokens = []
+        for i in range(10):
+            if i == 5:
+                masters.nodes[1].kill()
+                masters.nodes[3].kill()
+            tokens.append(int(await locks[i % 2].acquire()))
+            await locks[i % 2].release()
+        assert tokens == sorted(tokens) and len(set(tokens)) == 10, tokens
+
+
+@pytest.mark.parametrize("fault", ["kill", "pause"])
+async def test_three_masters_down_refuse_and_leave_nothing(servers: ServerPool, fault: str) -> None:
+    """Without a majority an acquire fails within its timeout; the two masters that
+    granted give the lock back at once, and those that come back hold nothing."""
+    masters = servers.redis_masters(5)
+    name = _name()
+    down, up = masters.nodes[:3], masters.nodes[3:]
+    async with lockkit.connect(masters.url, timeout=1) as locks:
+        for node in down:
+            node.kill() if fault == "kill" else node.pause()
+        started = time.monotonic()
+        with pytest.raises((BackendUnavailable, LockTimeout)):
+            await locks.lock(name, ttl=10, timeout=1).acquire()
+        assert time.monotonic() - started < 2.5
+        for node in up:
+            assert _state(node, name) == [], "a master kept a grant without a majority"
+        for node in down:
+            node.restart() if fault == "kill" else node.resume()
+        with anyio.fail_after(15):  # late requests to paused masters are undone in order
+            while any(_state(node, name) for node in masters.nodes):  # noqa: ASYNC110
+                await anyio.sleep(0.05)
+        async with locks.lock(name, ttl=5, timeout=5) as token:
+            assert int(token) > 0
+
+
+async def test_tokens_rise_across_holders_with_different_majorities(servers: ServerPool) -> None:
+    """1,000 acquisitions by two clients while a different pair of masters is frozen
+    every 100: each majority differs from the last, the clients' proposals are switched
+    off (their wall clock reads 0), so only the quorum max-register orders tokens."""
+    masters = servers.redis_masters(5)
+    name = _name()
+    pairs = [(0, 1), (2, 3), (4, 0), (1, 2), (3, 4)]
+    async with (
+        lockkit.connect(masters.url, timeout=2) as a,
+        lockkit.connect(masters.url, timeout=2) as b,
+    ):
+        for client in (a, b):
+            backend = client.backend
+            assert isinstance(backend, RedlockBackend)
+            backend.wall_us = lambda: 0  # type: ignore[method-assign]
+        locks = [a.lock(name, ttl=10, timeout=10), b.lock(name, ttl=10, timeout=10)]
+        paused: list[RedisServer] = []
+        last = 0
+        try:
+            for i in range(1000):
+                if i % 100 == 0:
+                    for node in paused:
+                        node.resume()
+                    paused = [masters.nodes[j] for j in pairs[(i // 100) % len(pairs)]]
+                    for node in paused:
+                        node.pause()
+                token = int(await locks[i % 2].acquire())
+                assert token > last, f"acquisition {i}: token {token} after {last}"
+                last = token
+                await locks[i % 2].release()
+        finally:
+            for node in paused:
+                node.resume()
+
+
+async def test_a_stale_holder_is_refused_by_the_redis_guard(
+    redis_masters: RedisMasters, servers: ServerPool
+) -> None:
+    """A holder that stops (no renewal, no release) past its validity: the next holder
+    gets a higher token and the Redis guard refuses the stale holder's late write."""
+    name, resource = _name(), _name()
+    store = servers.redis()
+    async with (
+        lockkit.connect(redis_masters.url) as a,
+        lockkit.connect(redis_masters.url) as b,
+        RedisGuard.from_url(store.url) as guard,
+    ):
+        old = await a.lock(name, ttl=0.5, renew=False).acquire()
+        await guard.write(resource, "first", token=old)
+        lock = b.lock(name, ttl=5, timeout=5)
+        new = await lock.acquire()  # waits out the old lease
+        assert int(new) > int(old)
+        await guard.write(resource, "second", token=new)
+        with pytest.raises(StaleTokenError):
+            await guard.write(resource, "late", token=old)
+        assert await guard.read(resource) == "second"
+        await lock.release()
