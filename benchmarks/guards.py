@@ -19,6 +19,12 @@ Redis (``LOCKKIT_BENCH_REDIS_URL``, or a fresh ``redis-server``):
 4. the server's own time per call (``INFO commandstats``, before and after): ``SET``
    against the guard's ``EVALSHA``, where no network or client is counted.
 
+etcd (``LOCKKIT_BENCH_ETCD_URL``, or a fresh member), every contender over lockkit's
+etcd driver on a channel of its own: ``Put`` against :meth:`EtcdGuard.write` (a
+linearizable range of the resource's keys, then one ``Txn`` comparing the fence key's
+revision and putting fence and value), one task and 32 tasks; and the guard against the
+same two round trips without it (a linearizable range, then a ``Txn`` that only puts).
+
 PostgreSQL (``LOCKKIT_BENCH_POSTGRES_URL``, or a fresh server from the test fixtures,
 fsync off), every contender on one asyncpg pool of 16 connections:
 
@@ -373,10 +379,67 @@ async def _postgres_measure(pool: Any, table: str, guard: Any, duration: float) 
     return results
 
 
+# -- etcd -------------------------------------------------------------------------------
+
+
+async def etcd_section(duration: float) -> list[Result]:
+    from lockkit._drivers import etcd as driver
+    from lockkit.guards.etcd import EtcdGuard
+
+    from .etcd import _etcd  # the etcd suite's server starter
+
+    results: list[Result] = []
+    async with _etcd() as url:
+        channel = await driver.open_channel(parse_url(url), None)
+        try:
+            link = driver.Link(driver.communicator(channel), timeout=5.0)
+            _versions["etcd"] = "3.4 (Debian etcd-server)"
+            async with EtcdGuard.from_url(url, codec=RAW) as guard:
+                results += await _etcd_measure(link, guard, duration)
+        finally:
+            await channel.close()
+    return results
+
+
+async def _etcd_measure(link: Any, guard: Any, duration: float) -> list[Result]:
+    from etcetra.grpc_api import rpc_pb2
+
+    from lockkit._drivers.etcd import op_put, op_range, txn
+
+    results: list[Result] = []
+    value = b"x" * 64
+    token = FencingToken(time.time_ns() // 1000, name="bench", backend="etcd", owner="bench")
+    key, twice = b"bench/guards/plain", b"bench/guards/two-trips/"
+
+    async def put_plain() -> None:
+        await link.call(link.kv.Put, rpc_pb2.PutRequest(key=key, value=value), "put")
+
+    async def read_then_put() -> None:
+        await link.txn(txn((), [op_range(twice, twice + b"\xff")]), "read")
+        await link.txn(txn((), [op_put(twice + b"value", value, 0)]), "put")
+
+    async def write_guarded() -> None:
+        await guard.write("bench:guarded", value, token=token)
+
+    for tasks in (1, 32):
+        print(f"guards: etcd, {tasks} task(s), Put vs guarded Txn write", flush=True)
+        found = await _interleaved(
+            {
+                f"write, {tasks} task(s), Put": (put_plain, write_guarded),
+                f"write, {tasks} task(s), range+Txn": (read_then_put, write_guarded),
+            },
+            duration,
+            tasks=tasks,
+        )
+        _report(results, "etcd", found, ("plain", "guarded"), goal=None)
+    return results
+
+
 #: One entry per storage: its name and the function that measures it.
 SECTIONS: dict[str, Callable[[float], Awaitable[list[Result]]]] = {
     "redis": redis_section,
     "postgres": postgres_section,
+    "etcd": etcd_section,
 }
 
 
