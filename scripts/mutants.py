@@ -38,6 +38,8 @@ ZK_TESTS = "tests/backends/zookeeper"
 ETCD_BACKEND = "lockkit/backends/etcd.py"
 ETCD_DRIVER = "lockkit/_drivers/etcd.py"
 ETCD_TESTS = "tests/backends/etcd"
+REDLOCK_BACKEND = "lockkit/backends/redlock.py"
+REDLOCK_FAULTS = "tests/backends/redlock/test_redlock_faults.py"
 
 MUTANTS: tuple[Mutant, ...] = (
     Mutant(
@@ -372,6 +374,20 @@ MUTANTS: tuple[Mutant, ...] = (
         "  if fence[3] == lock and fence[4] == backend then",
         "  if true then",
         (f"{GUARD_CONFORMANCE}[redis-check_token_of_another_lock_refused]",),
+    ),
+    Mutant(
+        "redlock quorum one short of a majority",
+        REDLOCK_BACKEND,
+        "        self.quorum = len(masters) // 2 + 1\n",
+        "        self.quorum = len(masters) // 2\n",
+        (f"{REDLOCK_FAULTS}::test_three_masters_down_refuse_and_leave_nothing",),
+    ),
+    Mutant(
+        "redlock takes the maximum token without writing it back",
+        REDLOCK_BACKEND,
+        "            carried = sum(1 for t in granted.values() if t == top)\n",
+        "            carried = len(granted)\n",
+        (f"{REDLOCK_FAULTS}::test_tokens_rise_across_holders_with_different_majorities",),
     ),
 )
 

@@ -410,6 +410,11 @@ class RedlockBackend(Backend):
         """This client's wall clock in microseconds: token floors and queue scores."""
         return time.time_ns() // 1000
 
+    def propose(self) -> int:
+        """The token floor this client proposes: above its clock and every token it saw.
+        Safety never depends on it; when it wins on a majority, acquiring is one round."""
+        return max(self.wall_us(), self._high + 1)
+
     def _drift(self, ttl: float) -> float:
         return ttl * self.options.drift_factor + self.options.drift_extra
 
@@ -447,7 +452,7 @@ class RedlockBackend(Backend):
         """One round: take the lock on a majority, or give back what was taken."""
         q, n = self.quorum, len(self._masters)
         started = self.clock.now()
-        floor = max(self.wall_us(), self._high + 1)
+        floor = self.propose()
         keys = (att.keys.encoded,)
         args = (
             att.owner,
