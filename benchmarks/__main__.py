@@ -1,6 +1,6 @@
 """Run the benchmarks in one event loop and write JSON plus a table.
 
-python -m benchmarks [--suites memory,redis,zookeeper,etcd,guards] [--duration 2] [--quick]
+python -m benchmarks [--suites memory,redis,redlock,zookeeper,etcd,guards] [--duration 2] [--quick]
                      [--out DIR]
 """
 
@@ -24,7 +24,7 @@ import lockkit
 
 from .harness import Result
 
-SUITES = ("memory", "redis", "zookeeper", "etcd", "guards")
+SUITES = ("memory", "redis", "redlock", "zookeeper", "etcd", "guards")
 
 
 async def main_async(suites: list[str], duration: float) -> tuple[list[Result], dict[str, Any]]:
