@@ -55,6 +55,11 @@ class Server:
 
 SERVERS = {
     "redis": Server("redis://localhost:6379/0", "redis_server", pytest.mark.redis),
+    "redlock": Server(
+        "redlock://localhost:6379,localhost:6380,localhost:6381",
+        "redis_masters",
+        pytest.mark.redlock,
+    ),
     "zookeeper": Server("zookeeper://localhost:2181", "zookeeper_server", pytest.mark.zookeeper),
     "etcd": Server("etcd://localhost:2379", "etcd_server", pytest.mark.etcd),
     "kafka": Server("localhost:9092", "kafka_broker", pytest.mark.kafka, "bootstrap_servers"),
