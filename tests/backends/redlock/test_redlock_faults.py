@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import time
 import uuid
 
@@ -143,3 +147,61 @@ async def test_a_stale_holder_is_refused_by_the_redis_guard(
             await guard.write(resource, "late", token=old)
         assert await guard.read(resource) == "second"
         await lock.release()
+
+
+FROZEN_HOLDER = """
+import sys, anyio, lockkit
+from lockkit.guards.redis import RedisGuard
+
+async def main(url, store, name, resource):
+    async with lockkit.connect(url) as locks, RedisGuard.from_url(store) as guard:
+        try:
+            async with locks.lock(name, ttl=1.0, on_lost="raise") as token:
+                await guard.write(resource, "first", token=token)
+                print("HELD", int(token), flush=True)
+                await anyio.sleep(1.5)  # frozen in here, past the lease
+                await guard.write(resource, "late", token=token)
+                print("WRITTEN", flush=True)
+        except lockkit.StaleTokenError:
+            print("REFUSED", flush=True)
+        except lockkit.LockLostError as exc:
+            print("LOST", exc.reason, flush=True)
+
+anyio.run(main, *sys.argv[1:])
+"""
+
+
+async def test_a_frozen_holder_process_is_refused_by_the_redis_guard(
+    redis_masters: RedisMasters, servers: ServerPool
+) -> None:
+    """A holder process frozen (SIGSTOP) past its lease: the next holder gets a higher
+    token and writes; the resumed holder's own late write is refused in Redis."""
+    name, resource = _name(), _name()
+    store = servers.redis()
+    child = subprocess.Popen(  # noqa: ASYNC220 - starting it does not block
+        [sys.executable, "-c", FROZEN_HOLDER, redis_masters.url, store.url, name, resource],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None
+        kind, value = (await anyio.to_thread.run_sync(child.stdout.readline)).split()
+        assert kind == "HELD"
+        os.kill(child.pid, signal.SIGSTOP)
+        async with (
+            lockkit.connect(redis_masters.url) as locks,
+            RedisGuard.from_url(store.url) as guard,
+        ):
+            async with locks.lock(name, ttl=10, timeout=10) as new:
+                assert int(new) > int(value)
+                await guard.write(resource, "second", token=new)
+                os.kill(child.pid, signal.SIGCONT)
+                out = (await anyio.to_thread.run_sync(child.communicate, None, 20))[0]
+            assert await guard.read(resource) == "second"
+        # on_lost="raise" lets the body go on to its late write: Redis refuses it
+        assert out.split() == ["REFUSED"], out
+    finally:
+        if child.poll() is None:
+            os.kill(child.pid, signal.SIGCONT)
+            child.kill()
+        child.wait()
