@@ -29,6 +29,7 @@ import anyio
 
 from ._backend import Action, Claim
 from ._errors import BackendUnavailable, LockLostError, LockNotOwnedError, LockUsageError
+from ._events import Probe, fields
 from ._lease import Lease
 from ._session import Session, current_task
 from ._token import FencingToken
@@ -97,6 +98,11 @@ class Holds:
         name = self.name
         session.occupy(task, name, owner)
         self.waiting += 1
+        probe = (
+            None
+            if (events := session.events) is None
+            else Probe(events, name, backend.kind, owner, session.clock)
+        )
         try:
             # a wait is cancelled when the client closes (BackendContext.waiting)
             grant = await backend.acquire(Claim(name, owner, ttl, shared), timeout=timeout)
@@ -104,13 +110,17 @@ class Holds:
                 with anyio.CancelScope(shield=True), anyio.move_on_after(RELEASE_TIMEOUT):
                     await backend.release(name, owner)
                 raise LockUsageError(f"the LockClient was closed while acquiring {name!r}")
-        except BaseException:
+        except BaseException as exc:
             session.vacate(task, name, owner)
+            if probe is not None:
+                probe.failed(exc)
             raise
         finally:
             self.waiting -= 1
         token = FencingToken(grant.token, name=name, backend=backend.kind, owner=owner)
         lease = Lease(token, ttl, session.clock, grant.started, session.drift_factor, renew=renew)
+        if probe is not None:
+            probe.acquired(token, lease)
         acq = Acquisition(token, lease, task)
         session.occupied(task, name, lease)  # once lost, the task may ask for it again
         by_task = self._by_task
@@ -174,18 +184,26 @@ class Holds:
         backend = self.session.backend
         owner = acq.token.owner
         lease = acq.lease
+        if (probe := lease.probe) is not None:
+            probe.release_started()
         try:
             ok = await backend.release(self.name, owner)
         except anyio.get_cancelled_exc_class():
             # the caller was cancelled: release anyway, shielded and bounded. The first
             # request may already have released, so a "not the owner" now means nothing.
+            if probe is not None:
+                probe.release_ended("cancelled")
             lease.mark_released()
             await self.session.cleanup_run(*self._cleanup_for(acq))
             raise
         except BackendUnavailable:
+            if probe is not None:
+                probe.release_ended("unavailable")
             self.session.cleanup_defer(*self._cleanup_for(acq))
             lease.mark_released()
             raise
+        if probe is not None:
+            probe.release_ended("released" if ok else "not_owner")
         if not ok:
             lease.mark_lost("the server no longer names this holder as the owner")
             if not lost_ok:
@@ -216,7 +234,12 @@ class Holds:
             try:
                 await self.release(acq, lost_ok=True)
             except BackendUnavailable as exc:  # retried until the close gives up
-                logger.warning("could not release lock %r on close: %s", self.name, exc)
+                logger.warning(
+                    "could not release lock %r on close: %s",
+                    self.name,
+                    exc,
+                    extra=fields(acq.token, error=str(exc)),
+                )
 
         async with anyio.create_task_group() as tg:
             for acq in list(self._by_task.values()):
@@ -263,7 +286,10 @@ class Holds:
             # the body's outcome stands: the release is retried in the background and the
             # lease ends at its ttl anyway; the token already fences the storage
             logger.warning(
-                "lock %r: release deferred, the server did not answer: %s", self.name, exc
+                "lock %r: release deferred, the server did not answer: %s",
+                self.name,
+                exc,
+                extra=fields(acq.token, error=str(exc)),
             )
         if lease.lost:  # found out at release
             raise LockLostError(self.name, lease.lost_reason or "lost", acq.token)

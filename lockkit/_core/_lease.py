@@ -25,12 +25,14 @@ import anyio
 
 from ._backend import Renewal
 from ._clock import Clock
+from ._events import DEADLINE_PASSED, Listener, RenewProbe, fields
 from ._token import FencingToken
 
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup
 
     from ._backend import Backend
+    from ._events import Probe
 
 __all__ = ("Lease", "LeaseState", "Watchdog")
 
@@ -63,10 +65,6 @@ class LeaseState(enum.Enum):
     RELEASED = "released"
 
 
-#: The loss reason when a lease's safe deadline passes and no backend said why.
-DEADLINE_PASSED = "the safe deadline passed without a confirmed renewal"
-
-
 @final
 class Lease:
     """The holder's view of one acquisition.
@@ -80,6 +78,7 @@ class Lease:
         "_lost_event",
         "drift_factor",
         "lost_reason",
+        "probe",
         "renew",
         "renew_at",
         "renewing",
@@ -113,6 +112,8 @@ class Lease:
         self.renewing = False
         self._callbacks: list[Callable[[Lease], None]] = []
         self._lost_event: anyio.Event | None = None
+        #: set while a listener follows this hold (see ._events)
+        self.probe: Probe | None = None
         self.safe_deadline = 0.0
         self.renew_at = 0.0
         self.confirm(started)
@@ -158,7 +159,17 @@ class Lease:
             return
         self.state = LeaseState.LOST
         self.lost_reason = reason
-        logger.warning("lock %r lost (token %d): %s", self.token.name, self.token, reason)
+        token = self.token
+        logger.warning(
+            "lock %r lost (token %d): %s",
+            token.name,
+            token,
+            reason,
+            extra=fields(token, reason=reason),
+        )
+        if (probe := self.probe) is not None:
+            self.probe = None
+            probe.hold_ended(reason)
         if self._lost_event is not None:
             self._lost_event.set()
         callbacks, self._callbacks = self._callbacks, []
@@ -169,6 +180,9 @@ class Lease:
         if self.state is not LeaseState.LOST:
             self.state = LeaseState.RELEASED
         self._callbacks.clear()
+        if (probe := self.probe) is not None:
+            self.probe = None
+            probe.hold_ended(None)
 
     def on_lost(self, callback: Callable[[Lease], None]) -> None:
         """Call ``callback(lease)`` when the lease is lost (now, if it already is)."""
@@ -208,6 +222,8 @@ class Watchdog:
         self.renewal_calls = 0
         #: renewals sent before this clock reading confirm nothing (see reconfirm)
         self._distrust_before = -math.inf
+        #: who hears of renewals (the session's listener; see ._events)
+        self.events: Listener | None = None
 
     def add(self, lease: Lease) -> None:
         self._leases.add(lease)
@@ -295,6 +311,7 @@ class Watchdog:
         renewals = [Renewal(lease.token.name, lease.token.owner, lease.ttl) for lease in batch]
         results: list[bool | BaseException]
         self.renewal_calls += 1
+        probe = None if (events := self.events) is None else RenewProbe(events, batch, self._clock)
         try:
             limit = max(0.01, min(lease.safe_deadline for lease in batch) - started)
             with anyio.fail_after(limit):
@@ -304,6 +321,8 @@ class Watchdog:
         finally:
             for lease in batch:
                 lease.renewing = False
+        if probe is not None:
+            probe.ended(results)
         now = self._clock.now()
         for lease, result in zip(batch, results, strict=True):
             if lease not in self._leases:
@@ -319,5 +338,10 @@ class Watchdog:
                 lease.mark_at_risk()
                 retry = 0.0 if started < self._distrust_before else lease.ttl * RETRY_FRACTION
                 lease.renew_at = now + min(1.0, retry)
-                logger.info("renewal of lock %r failed, retrying: %s", lease.token.name, result)
+                logger.info(
+                    "renewal of lock %r failed, retrying: %s",
+                    lease.token.name,
+                    result,
+                    extra=fields(lease.token, error=str(result)),
+                )
         self._poke()

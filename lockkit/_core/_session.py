@@ -19,9 +19,11 @@ from typing import TYPE_CHECKING, Protocol, final
 
 import anyio
 
+from . import _events
 from ._backend import Action, Backend, BackendContext
 from ._clock import Clock
 from ._errors import LockError, LockUsageError
+from ._events import Listener
 from ._lease import Lease, Watchdog
 from ._waiting import Cleanup
 
@@ -81,6 +83,10 @@ class Session:
         #: per task, the names it holds or waits for and the owner id doing so (an entry
         #: goes when its last name does; the task object as key cannot be reused)
         self._busy: dict[object, dict[str, str | Lease]] = {}
+        #: who hears of this client's acquisitions, holds, releases and renewals; None
+        #: while nothing listens (the hot path checks only this). See ._events.
+        self.events: Listener | None = None
+        self._listeners: tuple[Listener, ...] = ()
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -115,6 +121,7 @@ class Session:
             stack.push_async_callback(cleanup.aclose, CLOSE_TIMEOUT)
             stack.push_async_callback(self.release_all)
             self.watchdog = Watchdog(self.backend, self.clock, tg)
+            _events.register(self)
             tg.start_soon(self.watchdog.run, name="lockkit-watchdog")
             try:
                 ctx = BackendContext(self.clock, tg.start_soon, cleanup, self.watchdog.reconfirm)
@@ -126,6 +133,7 @@ class Session:
                 failed = None
                 self._stack = stack.pop_all()
         if failed is not None:
+            _events.unregister(self)
             raise failed
         self._state = _State.OPEN
 
@@ -142,6 +150,7 @@ class Session:
             await stack.aclose()
         finally:
             self._state = _State.CLOSED
+            _events.unregister(self)
 
     async def _close_backend(self) -> None:
         with anyio.CancelScope(shield=True):
@@ -160,6 +169,37 @@ class Session:
         """Run ``func(*args)`` in the client's task group."""
         assert self._tg is not None
         self._tg.start_soon(func, *args, name=name)  # type: ignore[arg-type]
+
+    # -- listeners --------------------------------------------------------------------
+
+    def listen(self, listener: Listener) -> None:
+        """Report this client's events to ``listener`` too (see ``._events``)."""
+        if listener not in self._listeners:
+            self._listeners = (*self._listeners, listener)
+        self.refresh_events()
+
+    def unlisten(self, listener: Listener) -> None:
+        self._listeners = tuple(x for x in self._listeners if x is not listener)
+        self.refresh_events()
+
+    @property
+    def own_listeners(self) -> tuple[Listener, ...]:
+        """The listeners given to :meth:`listen`."""
+        return self._listeners
+
+    @property
+    def listeners(self) -> tuple[Listener, ...]:
+        """The listeners this client reports to (its own and the process-wide ones)."""
+        events = self.events
+        if events is None:
+            return ()
+        return events.listeners if isinstance(events, _events.Fanout) else (events,)
+
+    def refresh_events(self) -> None:
+        """Recompute :attr:`events` (listeners or the log level changed)."""
+        self.events = _events.combine(self._listeners)
+        if self.watchdog is not None:
+            self.watchdog.events = self.events
 
     # -- cleanups ---------------------------------------------------------------------
 

@@ -28,6 +28,7 @@ import anyio
 from ._backend import Action, CleanupQueue, Grant
 from ._clock import Clock
 from ._errors import BackendUnavailable, LockTimeout, LockUsageError
+from ._events import queued
 
 __all__ = ("Cleanup", "Listening", "Seat", "Turn", "WaitRoom", "wait_turn")
 
@@ -272,6 +273,7 @@ async def wait_turn(
                     return turn.grant
             if seat is None:
                 seat = room.sit(name, owner)
+                queued()  # for listeners (position unknown here)
             state = Listening.ON if listen is None else await listen(seat)
             if state is Listening.NEW:
                 room.rearm(seat)

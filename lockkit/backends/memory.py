@@ -29,6 +29,7 @@ import anyio.lowlevel
 
 from .._core._backend import Backend, Capability, Claim, Grant, HolderInfo, LockInfo
 from .._core._errors import ConfigurationError, LockTimeout, LockUsageError
+from .._core._events import queued
 from .._core._options import parse_options
 from .._core._url import LockURL
 
@@ -133,6 +134,7 @@ class MemoryBackend(Backend):
         self, name: str, entry: _Entry, waiter: _Waiter, deadline: float, timeout: float | None
     ) -> Grant:
         entry.queue.append(waiter)
+        queued(len(entry.queue))  # for listeners: 1 is next in line
         self._waiters.add(waiter)
         try:
             while True:
