@@ -22,7 +22,9 @@ from ._core._backend import CleanupQueue as CleanupQueue
 from ._core._backend import Grant as Grant
 from ._core._backend import HolderInfo as HolderInfo
 from ._core._backend import LockInfo as LockInfo
+from ._core._backend import OwnerRecord as OwnerRecord
 from ._core._backend import Renewal as Renewal
+from ._core._backend import WaiterInfo as WaiterInfo
 from ._core._fence import Fence as Fence
 from ._core._fence import Guard as Guard
 from ._core._fence import GuardCapability as GuardCapability
@@ -44,8 +46,10 @@ __all__ = (
     "GuardCapability",
     "HolderInfo",
     "LockInfo",
+    "OwnerRecord",
     "Renewal",
     "Versioned",
+    "WaiterInfo",
     "check_fence",
 )
 

@@ -12,8 +12,13 @@ Public through :mod:`lockkit.abc`.
 from __future__ import annotations
 
 import abc
+import asyncio
 import dataclasses
 import enum
+import json
+import os
+import socket
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, Protocol, final
 
@@ -34,7 +39,12 @@ __all__ = (
     "Grant",
     "HolderInfo",
     "LockInfo",
+    "OwnerRecord",
     "Renewal",
+    "WaiterInfo",
+    "current_task_name",
+    "owner_record",
+    "task_field",
 )
 
 
@@ -60,6 +70,10 @@ class Capability(enum.Enum):
     SEMAPHORE = "semaphore"
     #: :meth:`Backend.observe` follows the holder of a name (leader election).
     OBSERVE = "observe"
+    #: :meth:`Backend.list_names` finds the names held or queued under a prefix.
+    LIST = "list"
+    #: :meth:`Backend.force_release` breaks a holder's lock (for operators).
+    FORCE_RELEASE = "force_release"
 
 
 class Claim(NamedTuple):
@@ -116,6 +130,120 @@ class Renewal:
     ttl: float
 
 
+#: Longest host and task name kept in an owner record (the record stays ~200 bytes).
+_RECORD_TEXT = 64
+
+
+@final
+@dataclasses.dataclass(frozen=True, slots=True)
+class OwnerRecord:
+    """Who holds or waits for a lock, as stored next to its entry on the server: for
+    operators (``lockkit inspect``), never used to decide anything.
+
+    Stored as compact JSON (``{"h":host,"p":pid,"t":task,"a":since,"v":version}``,
+    well under 200 bytes); it carries nothing secret.
+
+    Attributes:
+        host: the host name of the process.
+        pid: its process id.
+        task: the name of the task that asked, if it has one.
+        since: wall-clock time (``time.time()``) at which the holder acquired, or the
+            waiter joined the queue.
+        version: the lockkit version of the process.
+
+    .. versionadded:: 0.2
+    """
+
+    host: str
+    pid: int
+    task: str | None
+    since: float
+    version: str
+
+    def encode(self) -> bytes:
+        """The compact JSON form stored on the server."""
+        return _encode_record(self.host, self.pid, self.task, self.since, self.version).encode()
+
+    @classmethod
+    def decode(cls, data: bytes | str | None) -> OwnerRecord | None:
+        """The record ``data`` holds; None for nothing or anything else (a value written
+        by another program)."""
+        if not data:
+            return None
+        try:
+            raw = json.loads(data)
+            host, pid, task = raw["h"], raw["p"], raw.get("t")
+            since, version = raw["a"], raw.get("v", "")
+        except (ValueError, TypeError, KeyError):
+            return None
+        if not (
+            isinstance(host, str)
+            and isinstance(pid, int)
+            and isinstance(since, int | float)
+            and isinstance(task, str | None)
+            and isinstance(version, str)
+        ):
+            return None
+        return cls(host, pid, task, float(since), version)
+
+
+_process_part: tuple[int, str] = (-1, "")
+
+
+def _process_prefix() -> str:
+    """The part of every record that is the same for the whole process (after a fork,
+    the new pid)."""
+    global _process_part
+    pid = os.getpid()
+    if _process_part[0] != pid:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            ver = version("lockkit")
+        except PackageNotFoundError:  # pragma: no cover - a source tree
+            ver = "0.0.0"
+        host = json.dumps(socket.gethostname()[:_RECORD_TEXT])
+        _process_part = (pid, f'{{"h":{host},"p":{pid},"v":{json.dumps(ver)}')
+    return _process_part[1]
+
+
+def _encode_record(host: str, pid: int, task: str | None, since: float, version: str) -> str:
+    text = json.dumps(task[:_RECORD_TEXT]) if task is not None else "null"
+    return (
+        f'{{"h":{json.dumps(host[:_RECORD_TEXT])},"p":{pid},"v":{json.dumps(version)},'
+        f'"t":{text},"a":{since:.3f}}}'
+    )
+
+
+def current_task_name() -> str | None:
+    """The name of the running task (asyncio or, through anyio, another loop)."""
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:
+        task = None
+    if task is not None:
+        return task.get_name()
+    try:
+        import anyio
+
+        return anyio.get_current_task().name
+    except Exception:  # no event loop at all
+        return None
+
+
+def task_field(task: str | None) -> str:
+    """``task`` as the JSON text of an owner record's task field (once per acquire)."""
+    return json.dumps(task[:_RECORD_TEXT]) if task is not None else "null"
+
+
+def owner_record(task: str | None = None, *, field: str | None = None) -> str:
+    """This process's owner record as JSON text, stamped now: for the running task,
+    or for ``task``, or with ``field`` (from :func:`task_field`) as its task."""
+    if field is None:
+        field = task_field(task if task is not None else current_task_name())
+    return f'{_process_prefix()},"t":{field},"a":{time.time():.3f}}}'
+
+
 @final
 @dataclasses.dataclass(frozen=True, slots=True)
 class HolderInfo:
@@ -125,6 +253,26 @@ class HolderInfo:
     token: int
     #: Seconds left on the lease, if the backend can tell.
     expires_in: float | None
+    #: Who the holder is (host, pid, task, since), where the backend stores it.
+    #:
+    #: .. versionadded:: 0.2
+    record: OwnerRecord | None = None
+
+
+@final
+@dataclasses.dataclass(frozen=True, slots=True)
+class WaiterInfo:
+    """One acquisition queued for a lock, as the server sees it.
+
+    .. versionadded:: 0.2
+    """
+
+    owner: str
+    #: Its place in the backend's order (a sequence number, a revision, an arrival
+    #: time), if the backend has one.
+    sequence: int | None
+    #: Who the waiter is, where the backend stores it.
+    record: OwnerRecord | None = None
 
 
 @final
@@ -134,8 +282,14 @@ class LockInfo:
 
     name: str
     holder: HolderInfo | None
-    #: Acquisitions queued behind the holder (all processes, where the backend knows).
+    #: How many acquisitions are queued behind the holder (all processes, where the
+    #: backend knows).
     waiters: int
+    #: The queued acquisitions in the order they will be served, where the backend can
+    #: list them (it may list fewer than :attr:`waiters`, e.g. the first 100).
+    #:
+    #: .. versionadded:: 0.2
+    queue: tuple[WaiterInfo, ...] = ()
 
     @property
     def idle(self) -> bool:
@@ -309,6 +463,25 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     async def inspect(self, name: str) -> LockInfo:
         """What the server stores for ``name``."""
+
+    async def list_names(self, prefix: str = "") -> list[str]:
+        """The names held or queued now whose name starts with ``prefix``, sorted.
+        Backends declaring :attr:`Capability.LIST` override this.
+
+        .. versionadded:: 0.2
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot list lock names")
+
+    async def force_release(self, name: str) -> int | None:
+        """Break the lock on ``name`` whoever holds it: delete the holder's entry so that
+        the next waiter gets the lock. The holder learns it at its next renewal
+        (:class:`~lockkit.LockLostError`). Returns the token broken, or None if nothing
+        held ``name``. For operators; backends declaring
+        :attr:`Capability.FORCE_RELEASE` override this.
+
+        .. versionadded:: 0.2
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot break locks")
 
     def observe(self, name: str) -> AsyncIterator[HolderInfo | None]:
         """Follow the holder of ``name``: yields the holder now and after each change.

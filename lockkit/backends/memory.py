@@ -27,7 +27,19 @@ from typing import Any, ClassVar, final
 import anyio
 import anyio.lowlevel
 
-from .._core._backend import Backend, Capability, Claim, Grant, HolderInfo, LockInfo
+from .._core._backend import (
+    Backend,
+    Capability,
+    Claim,
+    Grant,
+    HolderInfo,
+    LockInfo,
+    OwnerRecord,
+    WaiterInfo,
+    current_task_name,
+    owner_record,
+    task_field,
+)
 from .._core._errors import ConfigurationError, LockTimeout, LockUsageError
 from .._core._events import queued
 from .._core._options import parse_options
@@ -41,6 +53,9 @@ class _Waiter:
     owner: str
     ttl: float
     event: anyio.Event
+    #: the owner record's task field (JSON text), and the record while queued
+    task: str
+    record: str
     grant: Grant | None = None
 
 
@@ -49,6 +64,8 @@ class _Entry:
     holder: str | None = None
     token: int = 0
     expires_at: float = math.inf
+    #: the holder's owner record (JSON text, as a server would store it)
+    record: str = ""
     queue: collections.deque[_Waiter] = dataclasses.field(default_factory=collections.deque)
 
 
@@ -82,7 +99,13 @@ class MemoryBackend(Backend):
     kind: ClassVar[str] = "memory"
     schemes: ClassVar[tuple[str, ...]] = ("memory",)
     capabilities: ClassVar[frozenset[Capability]] = frozenset(
-        {Capability.FAIR, Capability.BATCH_RENEW, Capability.NOTIFY}
+        {
+            Capability.FAIR,
+            Capability.BATCH_RENEW,
+            Capability.NOTIFY,
+            Capability.LIST,
+            Capability.FORCE_RELEASE,
+        }
     )
 
     def __init__(self, store_name: str | None = None) -> None:
@@ -122,13 +145,15 @@ class MemoryBackend(Backend):
         now = self.clock.now()
         self._expire(name, self._entry(name), now)
         entry = self._entry(name)  # an expiry with nobody queued dropped the old entry
+        task = task_field(current_task_name())
         if entry.holder is None and not entry.queue:
-            return self._grant(entry, owner, ttl, now)
+            return self._grant(entry, owner, ttl, now, task)
         if timeout == 0:
             self._gc(name, entry)
             raise LockTimeout(name, 0)
         deadline = math.inf if timeout is None else now + timeout
-        return await self._wait(name, entry, _Waiter(owner, ttl, anyio.Event()), deadline, timeout)
+        waiter = _Waiter(owner, ttl, anyio.Event(), task, owner_record(field=task))
+        return await self._wait(name, entry, waiter, deadline, timeout)
 
     async def _wait(
         self, name: str, entry: _Entry, waiter: _Waiter, deadline: float, timeout: float | None
@@ -190,8 +215,34 @@ class MemoryBackend(Backend):
         self._expire(name, entry, now)
         holder = None
         if entry.holder is not None:
-            holder = HolderInfo(entry.holder, entry.token, max(0.0, entry.expires_at - now))
-        return LockInfo(name, holder, len(entry.queue))
+            holder = HolderInfo(
+                entry.holder,
+                entry.token,
+                max(0.0, entry.expires_at - now),
+                OwnerRecord.decode(entry.record),
+            )
+        queue = tuple(
+            WaiterInfo(w.owner, i, OwnerRecord.decode(w.record)) for i, w in enumerate(entry.queue)
+        )
+        return LockInfo(name, holder, len(entry.queue), queue)
+
+    async def list_names(self, prefix: str = "") -> list[str]:
+        now = self.clock.now()
+        for name, entry in list(self._store.entries.items()):
+            self._expire(name, entry, now)
+        return sorted(n for n in self._store.entries if n.startswith(prefix))
+
+    async def force_release(self, name: str) -> int | None:
+        entry = self._store.entries.get(name)
+        if entry is None:
+            return None
+        now = self.clock.now()
+        self._expire(name, entry, now)
+        if entry.holder is None:
+            return None
+        token, entry.holder = entry.token, None
+        self._handoff(name, entry, now)
+        return token
 
     @property
     def names(self) -> list[str]:
@@ -206,11 +257,12 @@ class MemoryBackend(Backend):
             entry = self._store.entries[name] = _Entry()
         return entry
 
-    def _grant(self, entry: _Entry, owner: str, ttl: float, now: float) -> Grant:
+    def _grant(self, entry: _Entry, owner: str, ttl: float, now: float, task: str) -> Grant:
         self._store.counter += 1
         entry.holder = owner
         entry.token = self._store.counter
         entry.expires_at = now + ttl
+        entry.record = owner_record(field=task)
         return Grant(entry.token, now)
 
     def _expire(self, name: str, entry: _Entry, now: float) -> None:
@@ -223,7 +275,7 @@ class MemoryBackend(Backend):
         entry.expires_at = math.inf
         if entry.queue:
             waiter = entry.queue.popleft()
-            waiter.grant = self._grant(entry, waiter.owner, waiter.ttl, now)
+            waiter.grant = self._grant(entry, waiter.owner, waiter.ttl, now, waiter.task)
             waiter.event.set()
             if entry.queue:  # the new head must now watch the new holder's expiry
                 entry.queue[0].event.set()
