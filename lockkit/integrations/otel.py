@@ -124,7 +124,8 @@ class Telemetry(Listener):
                 "lockkit.owner": probe.owner[:12],
             },
         )
-        probe.data[self] = _Spans(span)
+        if span.is_recording():  # else (a no-op provider, not sampled) no span of its hold
+            probe.data[self] = _Spans(span)
 
     def queued(self, probe: Probe) -> None:
         spans: _Spans | None = probe.data.get(self)
