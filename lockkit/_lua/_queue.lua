@@ -1,11 +1,15 @@
 -- The prelude of acquire.lua and release.lua: the FIFO rule, written once.
 --
--- A lock's keys are KEYS[1] owner, KEYS[2] fence, KEYS[3] queue, KEYS[4] liveness:
+-- A lock's keys are KEYS[1] owner, KEYS[2] fence, KEYS[3] queue, KEYS[4] liveness,
+-- KEYS[5] holder record:
 --   owner    the holder's owner id, or "~" .. owner while a handed-over lock waits to be
 --            claimed by that owner; expires with the lease (PX)
 --   fence    the last token handed out (a max register, kept fence_keep ms)
 --   queue    sorted set of "client:owner" by arrival time (microseconds)
---   liveness hash client -> ms (server time) until which the client is alive
+--   liveness hash client -> ms (server time) until which the client is alive, and
+--            "client:owner" -> that waiter's owner record (who it is, for operators)
+--   record   owner id .. "\n" .. the owner record of the last holder granted (kept
+--            fence_keep ms; it describes the holder only while the owner key names it)
 -- A client that stops refreshing its liveness is dead: its queue entries are skipped.
 
 local function now_ms_of(time)
@@ -33,6 +37,7 @@ local function next_live_waiter(queue, liveness, now_ms, me)
       return head[1], client, owner, purged
     end
     redis.call('ZREM', queue, head[1]) -- its client stopped refreshing: gone
+    redis.call('HDEL', liveness, head[1])
     purged = true
   end
   return false, nil, nil, purged

@@ -1,6 +1,6 @@
 -- Take a lock, or join its queue. (Prefixed by _queue.lua: key layout, queue walk, wake.)
 --
--- KEYS owner, fence, queue, liveness
+-- KEYS owner, fence, queue, liveness, holder record (optional)
 -- ARGV[1] owner id   ARGV[2] ttl ms
 -- ARGV[3] "1" to join the queue when not granted, "0" to try once
 -- ARGV[4] client id
@@ -8,16 +8,19 @@
 -- ARGV[6] queue lease ms   ARGV[7] fence keep ms
 -- ARGV[8] waiters' channel, "%s" standing for the client id
 -- ARGV[9] how to wake a waiter (see wake() in _queue.lua)
--- ARGV[10] optional: the token floor; when given, token = max(last + 1, floor) and the
---          server's TIME is not used for it (Redlock proposes one value to every master)
--- ARGV[11] optional: the queue score (microseconds) instead of the server's TIME, so
---          that several masters order the same waiters the same way
+-- ARGV[10] optional (or ""): the token floor; when given, token = max(last + 1, floor)
+--          and the server's TIME is not used for it (Redlock proposes one value to every
+--          master)
+-- ARGV[11] optional (or ""): the queue score (microseconds) instead of the server's TIME,
+--          so that several masters order the same waiters the same way
+-- ARGV[12] optional: the caller's owner record (JSON), stored with the holder (KEYS[5])
+--          or the queue entry (in the liveness hash); informational only
 --
 -- Returns {1, token} when granted, else {0, pttl of the owner key, rank in the queue or -1}
 -- followed, when ARGV[9] is "0" and a waiter must be woken, by its channel and owner.
 -- token = max(last token + 1, server time in microseconds): it rises even if the fence
 -- key was lost, unless the server clock also went back.
-local owner, client = ARGV[1], ARGV[4]
+local owner, client, record = ARGV[1], ARGV[4], ARGV[12]
 local member = client .. ':' .. owner
 local time = redis.call('TIME')
 local now_us = tonumber(time[1]) * 1000000 + tonumber(time[2])
@@ -50,15 +53,26 @@ if granted then
     token = last + 1
   end
   redis.call('SET', KEYS[2], string.format('%.0f', token), 'PX', ARGV[7])
+  if record then
+    redis.call('SET', KEYS[5], owner .. '\n' .. record, 'PX', ARGV[7])
+  end
   if queued then
     redis.call('ZREM', KEYS[3], member)
+    redis.call('HDEL', KEYS[4], member)
   end
   return {1, token}
 end
 if ARGV[3] == '1' then
   local lease = tonumber(ARGV[6])
-  redis.call('ZADD', KEYS[3], 'NX', ARGV[11] or string.format('%.0f', now_us), member)
+  local score = ARGV[11]
+  if not score or score == '' then
+    score = string.format('%.0f', now_us)
+  end
+  redis.call('ZADD', KEYS[3], 'NX', score, member)
   redis.call('HSET', KEYS[4], client, now_ms_of(time) + lease)
+  if record then
+    redis.call('HSETNX', KEYS[4], member, record)
+  end
   redis.call('PEXPIRE', KEYS[3], lease * 2)
   redis.call('PEXPIRE', KEYS[4], lease * 2)
 end

@@ -1,7 +1,8 @@
 -- Release a lock (or leave its queue) and hand it to the oldest live waiter.
 -- (Prefixed by _queue.lua: key layout, queue walk, wake.)
 --
--- KEYS owner, fence (unused, declared for Cluster routing), queue, liveness
+-- KEYS owner, fence (unused, declared for Cluster routing), queue, liveness, holder
+-- record (optional)
 -- ARGV[1] owner id
 -- ARGV[2] "1" when this client has no other waiter on this lock (drop its liveness)
 -- ARGV[3] client id   ARGV[4] claim window ms
@@ -14,13 +15,18 @@
 -- {channel, owner} when ARGV[7] is "0" and a waiter must be woken by the caller.
 -- Leaving the queue is done either way.
 local owner, client = ARGV[1], ARGV[3]
-redis.call('ZREM', KEYS[3], client .. ':' .. owner)
+if redis.call('ZREM', KEYS[3], client .. ':' .. owner) == 1 then
+  redis.call('HDEL', KEYS[4], client .. ':' .. owner) -- its owner record
+end
 if ARGV[2] == '1' then
   redis.call('HDEL', KEYS[4], client)
 end
 local holder = redis.call('GET', KEYS[1])
 if holder ~= owner and holder ~= '~' .. owner then
   return 0
+end
+if KEYS[5] then
+  redis.call('DEL', KEYS[5])
 end
 local head, next_client, next_owner = next_live_waiter(KEYS[3], KEYS[4], nil, nil)
 if not head then
@@ -30,6 +36,7 @@ end
 if ARGV[5] == '1' then
   redis.call('SET', KEYS[1], '~' .. next_owner, 'PX', ARGV[4])
   redis.call('ZREM', KEYS[3], head)
+  redis.call('HDEL', KEYS[4], head)
 else
   redis.call('DEL', KEYS[1])
 end

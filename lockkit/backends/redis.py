@@ -75,6 +75,7 @@ import collections
 import functools
 import logging
 import math
+import re
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, ClassVar, final
@@ -93,7 +94,12 @@ from .._core._backend import (
     Grant,
     HolderInfo,
     LockInfo,
+    OwnerRecord,
     Renewal,
+    WaiterInfo,
+    current_task_name,
+    owner_record,
+    task_field,
 )
 from .._core._errors import (
     BackendUnavailable,
@@ -113,7 +119,15 @@ from .._drivers.redis.options import (
     topology_from_url,
 )
 from .._drivers.redis.resp import Arg, ConnectOptions, Encoded, Script
-from .._drivers.redis.scripts import ACQUIRE, EXTEND, INSPECT, REFRESH, RELEASE, LockKeys
+from .._drivers.redis.scripts import (
+    ACQUIRE,
+    EXTEND,
+    INSPECT,
+    REFRESH,
+    RELEASE,
+    LockKeys,
+    encode_name,
+)
 from .._drivers.redis.topology import AppClient, Executor, Topology
 from .._drivers.redis.wakeups import Listen, Wakeups
 
@@ -127,6 +141,15 @@ QUEUE_LEASE = 3.0
 CLAIM_WINDOW = 2.0
 #: Leases renewed (or queue entries refreshed) per script call.
 BATCH = 500
+#: Queue entries :meth:`RedisBackend.inspect` lists.
+INSPECT_QUEUE = 100
+_GLOB = re.compile(r"([*?\[\]\\])")
+_ENCODED = re.compile(r"%(25|7B|7D)")
+_DECODED = {"25": "%", "7B": "{", "7D": "}"}
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
 
 def _ms(seconds: float) -> int:
@@ -147,7 +170,14 @@ class RedisBackend(Backend):
     kind: ClassVar[str] = "redis"
     schemes: ClassVar[tuple[str, ...]] = ("redis", "rediss", "redis+sentinel", "redis+cluster")
     capabilities: ClassVar[frozenset[Capability]] = frozenset(
-        {Capability.FAIR, Capability.DISTRIBUTED, Capability.BATCH_RENEW, Capability.NOTIFY}
+        {
+            Capability.FAIR,
+            Capability.DISTRIBUTED,
+            Capability.BATCH_RENEW,
+            Capability.NOTIFY,
+            Capability.LIST,
+            Capability.FORCE_RELEASE,
+        }
     )
 
     def __init__(
@@ -172,8 +202,16 @@ class RedisBackend(Backend):
         # a Lua string.format pattern: a '%' of the prefix must be doubled
         channel_format = f"{options.prefix}c:".replace("%", "%%") + "%s"
         fair, wake = b"1" if options.fair else b"0", topology.wake_kind.value
+        # ARGV[4..11] of acquire.lua: no token floor nor queue score (those are Redlock's)
         self._acquire_tail = Encoded(
-            self.client_id, fair, _ms(QUEUE_LEASE), _ms(options.fence_keep), channel_format, wake
+            self.client_id,
+            fair,
+            _ms(QUEUE_LEASE),
+            _ms(options.fence_keep),
+            channel_format,
+            wake,
+            b"",
+            b"",
         )
         self._release_tail = Encoded(self.client_id, _ms(CLAIM_WINDOW), fair, channel_format, wake)
         self._keys: dict[str, LockKeys] = {}
@@ -301,7 +339,13 @@ class RedisBackend(Backend):
         if self._executor is None:
             raise LockUsageError("the Redis backend is not open")
         grant = await wait_turn(
-            functools.partial(self._try, self.keys(claim.name), claim.owner, _ms(claim.ttl)),
+            functools.partial(
+                self._try,
+                self.keys(claim.name),
+                claim.owner,
+                _ms(claim.ttl),
+                task_field(current_task_name()),
+            ),
             name=claim.name,
             owner=claim.owner,
             room=self._room,
@@ -317,8 +361,9 @@ class RedisBackend(Backend):
             await self._confirm_replicas(claim)
         return grant
 
-    async def _try(self, keys: LockKeys, owner: str, ttl_ms: int, queue: bool) -> Turn:
-        """One ask: take the lock, or (``queue``) join its queue and say when to ask again."""
+    async def _try(self, keys: LockKeys, owner: str, ttl_ms: int, task: str, queue: bool) -> Turn:
+        """One ask: take the lock, or (``queue``) join its queue and say when to ask again.
+        ``task``: the owner record's task field (see :func:`.owner_record`)."""
         executor = self._executor
         if executor is None:
             raise LockUsageError("the Redis backend is not open")
@@ -328,7 +373,13 @@ class RedisBackend(Backend):
             reply = await executor.evalsha(
                 ACQUIRE,
                 (keys.encoded,),
-                (owner, ttl_ms, b"1" if queue else b"0", self._acquire_tail),
+                (
+                    owner,
+                    ttl_ms,
+                    b"1" if queue else b"0",
+                    self._acquire_tail,
+                    owner_record(field=task),
+                ),
             )
         except DRIVER_ERRORS as exc:
             raise driver_error(exc, "run the acquire script") from exc
@@ -408,16 +459,58 @@ class RedisBackend(Backend):
 
     async def inspect(self, name: str) -> LockInfo:
         keys = self.keys(name)
-        value, pttl, token, queued = await self._eval(
-            INSPECT, [keys.owner, keys.fence, keys.queue], []
+        reply = await self._eval(
+            INSPECT,
+            [keys.owner, keys.fence, keys.queue, keys.liveness, keys.record],
+            [INSPECT_QUEUE],
         )
+        value, pttl, token, queued, record = reply[:5]
         holder = None
         if value:
-            owner = value.decode() if isinstance(value, bytes) else str(value)
-            holder = HolderInfo(
-                owner.lstrip("~"), int(token or 0), pttl / 1000 if pttl >= 0 else None
+            owner = _text(value).lstrip("~")
+            found = None
+            if record:  # "owner\nrecord" of the last holder granted: is it this one?
+                of, _, text = _text(record).partition("\n")
+                found = OwnerRecord.decode(text) if of == owner else None
+            holder = HolderInfo(owner, int(token or 0), pttl / 1000 if pttl >= 0 else None, found)
+        waiters = []
+        for i in range(5, len(reply) - 2, 3):
+            member, score, text = reply[i : i + 3]
+            waiters.append(
+                WaiterInfo(
+                    _text(member).partition(":")[2],
+                    int(float(score)),
+                    OwnerRecord.decode(text or None),
+                )
             )
-        return LockInfo(name, holder, int(queued))
+        return LockInfo(name, holder, int(queued), tuple(waiters))
+
+    async def list_names(self, prefix: str = "") -> list[str]:
+        executor = self._open_executor()
+        head = f"{self.options.prefix}{{"
+        pattern = _GLOB.sub(r"\\\1", head + encode_name(prefix)) + "*}:[oq]"
+        self._requests["scan"] += 1
+        with map_errors(REDIS_ERRORS, "list lock names"):
+            keys = await executor.scan(pattern)
+        names = set()
+        for key in keys:
+            text = _text(key)
+            if text.startswith(head) and text.endswith(("}:o", "}:q")):
+                encoded = text[len(head) : -3]
+                names.add(_ENCODED.sub(lambda m: _DECODED[m.group(1)], encoded))
+        return sorted(n for n in names if n.startswith(prefix))
+
+    async def force_release(self, name: str) -> int | None:
+        """Reads the holder, then releases for it (handing the lock to the next waiter):
+        if the holder changed in between, the release names the old one and does
+        nothing, so only the holder that was read is ever broken."""
+        keys = self.keys(name)
+        value, _, token, _ = await self._eval(INSPECT, [keys.owner, keys.fence, keys.queue], [])
+        if not value:
+            return None
+        if not await self._leave(keys, _text(value).lstrip("~"), last=False):
+            return None
+        return int(token or 0)
 
     async def _keep_queue_alive(self) -> None:
         """While this client has waiters, refresh their queue entries once a second:

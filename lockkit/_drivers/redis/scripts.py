@@ -58,7 +58,7 @@ class LockKeys:
     """The keys of one lock (one Cluster slot: the encoded name is the hash tag), also
     pre-encoded for the wire in the order the scripts take them."""
 
-    __slots__ = ("base", "encoded", "fence", "liveness", "owner", "queue")
+    __slots__ = ("base", "encoded", "fence", "liveness", "owner", "queue", "record")
 
     def __init__(self, prefix: str, name: str) -> None:
         self.base = base = f"{prefix}{{{encode_name(name)}}}"
@@ -68,9 +68,11 @@ class LockKeys:
         self.fence = base + ":f"
         #: the waiters, oldest first
         self.queue = base + ":q"
-        #: until when each waiting client is alive
+        #: until when each waiting client is alive, and each waiter's owner record
         self.liveness = base + ":l"
-        self.encoded = Encoded(self.owner, self.fence, self.queue, self.liveness)
+        #: the last holder's owner id and owner record (who holds, for operators)
+        self.record = base + ":h"
+        self.encoded = Encoded(self.owner, self.fence, self.queue, self.liveness, self.record)
 
     def channel(self, client_id: str) -> bytes:
         """The sharded channel on which ``client_id``'s waiters for this lock are woken."""

@@ -21,7 +21,7 @@ import dataclasses
 import enum
 import logging
 import random
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, final
 
 import redis.asyncio as aioredis
@@ -103,6 +103,10 @@ class Executor(abc.ABC):
     def wakeups(self, listen: Listen) -> Wakeups:
         """The listener that hears what the scripts send with this topology's wake kind."""
 
+    async def scan(self, pattern: str) -> list[bytes]:
+        """Every key matching the glob ``pattern`` (SCAN: no blocking, may repeat)."""
+        return await _scan(self.execute, pattern)
+
     async def aclose(self) -> None:  # noqa: B027 - nothing to close by default
         """Close what this executor opened (never the application's client)."""
 
@@ -110,6 +114,20 @@ class Executor(abc.ABC):
         """Follow changes of the primary until cancelled, dropping connections to a
         demoted one and calling ``reconfirm(within)`` for the leases it granted.
         Nothing to follow by default."""
+
+
+#: Keys asked per SCAN call.
+SCAN_COUNT = 1000
+
+
+async def _scan(execute: Callable[..., Awaitable[Any]], pattern: str) -> list[bytes]:
+    found: list[bytes] = []
+    cursor: bytes | int = 0
+    while True:
+        cursor, keys = await execute("SCAN", cursor, "MATCH", pattern, "COUNT", SCAN_COUNT)
+        found += keys
+        if int(cursor) == 0:
+            return found
 
 
 def _redis_py(options: ConnectOptions) -> dict[str, Any]:
@@ -315,6 +333,14 @@ class ClusterExecutor(Executor):
             await self.refresh()
         return await self._conn(self._slots[0][2]).execute(*args)
 
+    async def scan(self, pattern: str) -> list[bytes]:
+        """SCAN on every master (each serves its own slots)."""
+        await self.refresh()
+        found: list[bytes] = []
+        for addr in dict.fromkeys(addr for _, _, addr in self._slots):
+            found += await _scan(self._conn(addr).execute, pattern)
+        return found
+
     def wakeups(self, listen: Listen) -> Wakeups:
         from .wakeups import ShardedChannels
 
@@ -347,6 +373,9 @@ class ClientExecutor(Executor):
 
     async def execute(self, *args: Arg) -> Any:
         return await self.client.execute_command(*_expand(args))
+
+    async def scan(self, pattern: str) -> list[bytes]:
+        return [k async for k in self.client.scan_iter(match=pattern, count=SCAN_COUNT)]
 
     async def _subscriber(self) -> tuple[aioredis.Redis, bool]:
         client = self.client
