@@ -74,7 +74,12 @@ from .._core._backend import (
     Grant,
     HolderInfo,
     LockInfo,
+    OwnerRecord,
     Renewal,
+    WaiterInfo,
+    current_task_name,
+    owner_record,
+    task_field,
 )
 from .._core._errors import BackendUnavailable, ConfigurationError, LockUsageError
 from .._core._options import parse_options
@@ -91,6 +96,8 @@ logger = logging.getLogger("lockkit.zookeeper")
 
 #: Tries at creating a node when its directory keeps vanishing.
 CREATE_TRIES = 5
+#: Waiters :meth:`ZooKeeperBackend.inspect` lists (with their owner records).
+INSPECT_QUEUE = 100
 _TLS_OPTIONS = ("ssl_ca_certs", "ssl_cert_reqs", "ssl_certfile", "ssl_keyfile", "tls")
 
 
@@ -112,6 +119,8 @@ class _Node:
     handed: Grant | None = None
     held: bool = False
     expires: float = math.inf
+    #: the owner record's task field (see :func:`owner_record`)
+    task: str = "null"
 
 
 @final
@@ -124,7 +133,14 @@ class ZooKeeperBackend(Backend):
     kind: ClassVar[str] = "zookeeper"
     schemes: ClassVar[tuple[str, ...]] = ("zookeeper", "zk")
     capabilities: ClassVar[frozenset[Capability]] = frozenset(
-        {Capability.FAIR, Capability.DISTRIBUTED, Capability.BATCH_RENEW, Capability.NOTIFY}
+        {
+            Capability.FAIR,
+            Capability.DISTRIBUTED,
+            Capability.BATCH_RENEW,
+            Capability.NOTIFY,
+            Capability.LIST,
+            Capability.FORCE_RELEASE,
+        }
     )
 
     def __init__(
@@ -269,6 +285,7 @@ class ZooKeeperBackend(Backend):
         if claim.owner in self._nodes:
             raise LockUsageError(f"owner id {claim.owner!r} is already in use")
         node = _Node(claim.name, claim.owner, link.path(self.path(claim.name)), claim.ttl)
+        node.task = task_field(current_task_name())
         self._nodes[claim.owner] = node
         try:
             return await wait_turn(
@@ -353,7 +370,8 @@ class ZooKeeperBackend(Backend):
         if node.unsure and await self._adopt(link, node):
             return await self._list(link, node.folder)
         folder = node.folder
-        request = zk.create_node(f"{folder}/{zk.node_prefix(node.owner)}", link.acl, b"")
+        record = owner_record(field=node.task).encode()  # the node's data: who asked, when
+        request = zk.create_node(f"{folder}/{zk.node_prefix(node.owner)}", link.acl, record)
         for _ in range(CREATE_TRIES):
             node.unsure = True
             self._requests["create"] += 1
@@ -600,24 +618,83 @@ class ZooKeeperBackend(Backend):
         return results
 
     async def inspect(self, name: str) -> LockInfo:
+        """The nodes of ``name`` and their data (owner records), read back to back."""
+        link = self._open()
+        folder = link.path(self.path(name))
+        for _ in range(CREATE_TRIES):
+            order = zk.lock_nodes(await self._list(link, folder))
+            if not order:
+                return LockInfo(name, None, 0)
+            shown = order[: INSPECT_QUEUE + 1]
+            self._requests["get_data"] += len(shown)
+            replies = await link.call_many(
+                [zk.get_data(f"{folder}/{child}") for _, child in shown], "look at a lock's nodes"
+            )
+            if isinstance(replies[0], zk.NoNode):  # the holder let go meanwhile: look again
+                continue
+            if isinstance(replies[0], Exception):
+                raise zk.driver_error(replies[0], "look at a lock's holder")
+            first, data = shown[0][1], replies[0]
+            owner = zk.owner_of(first)
+            node = self._nodes.get(owner)
+            expires = max(0.0, node.expires - self.clock.now()) if node and node.held else None
+            holder = HolderInfo(
+                owner, data.stat.created_zxid, expires, OwnerRecord.decode(data.data)
+            )
+            queue = tuple(
+                WaiterInfo(zk.owner_of(child), seq, OwnerRecord.decode(reply.data))
+                for (seq, child), reply in zip(shown[1:], replies[1:], strict=True)
+                if not isinstance(reply, Exception)
+            )
+            return LockInfo(name, holder, len(order) - 1, queue)
+        raise BackendUnavailable(f"lock {name!r} changed hands too fast to inspect")
+
+    async def list_names(self, prefix: str = "") -> list[str]:
+        """The directories under the root whose name starts with ``prefix`` and that
+        hold a lock node (listed back to back)."""
+        link = self._open()
+        root = link.path(self.options.root)
+        self._requests["children"] += 1
+        reply = await link.call(zk.children(root), "list the locks")
+        if isinstance(reply, zk.NoNode):
+            return []
+        candidates = {}
+        for segment in reply.children:
+            if root == "/" and segment == "zookeeper":
+                continue  # the server's own
+            name = zk.decode_name(segment)
+            if name.startswith(prefix):
+                candidates[name] = f"{root.rstrip('/')}/{segment}"
+        if not candidates:
+            return []
+        self._requests["children"] += len(candidates)
+        listings = await link.call_many(
+            [zk.children(path) for path in candidates.values()], "list the locks"
+        )
+        return sorted(
+            name
+            for name, listing in zip(candidates, listings, strict=True)
+            if not isinstance(listing, Exception) and zk.lock_nodes(listing.children)
+        )
+
+    async def force_release(self, name: str) -> int | None:
+        """Deletes the holder's node: the waiter behind it is woken by its watch, and the
+        holder's next renewal finds the node gone."""
         link = self._open()
         folder = link.path(self.path(name))
         order = zk.lock_nodes(await self._list(link, folder))
         if not order:
-            return LockInfo(name, None, 0)
-        first = order[0][1]
+            return None
+        path = f"{folder}/{order[0][1]}"
         self._requests["exists"] += 1
-        stat = await link.call(zk.exists(f"{folder}/{first}"), "look at a lock's holder")
-        if isinstance(stat, zk.NoNode):  # released meanwhile: look again
-            return await self.inspect(name)
-        owner = zk.owner_of(first)
-        node = self._nodes.get(owner)
-        expires = max(0.0, node.expires - self.clock.now()) if node and node.held else None
-        return LockInfo(
-            name,
-            HolderInfo(owner, stat.stat.created_zxid, expires),
-            len(order) - 1,
-        )
+        self._requests["delete"] += 1
+        stat, deleted = await link.call_many([zk.exists(path), zk.delete(path)], "break a lock")
+        if isinstance(stat, zk.NoNode) or isinstance(deleted, zk.NoNode):
+            return None  # released meanwhile: nothing broken
+        for reply in (stat, deleted):
+            if isinstance(reply, Exception):
+                raise zk.driver_error(reply, "break a lock")
+        return int(stat.stat.created_zxid)
 
     def __repr__(self) -> str:
         return f"<ZooKeeperBackend root={self.options.root!r} {self._link or 'closed'}>"

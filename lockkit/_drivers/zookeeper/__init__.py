@@ -18,6 +18,7 @@ from .errors import NodeExists as NodeExists
 from .errors import NoNode as NoNode
 from .errors import ResponseError as ResponseError
 from .errors import driver_error as driver_error
+from .names import decode_name as decode_name
 from .names import encode_name as encode_name
 from .names import lock_nodes as lock_nodes
 from .names import node_prefix as node_prefix

@@ -4,11 +4,12 @@
 from __future__ import annotations
 
 import re
+import urllib.parse
 import uuid
 from collections.abc import Iterable
 from typing import Final
 
-__all__ = ("LOCK_MARK", "encode_name", "lock_nodes", "node_prefix", "owner_of")
+__all__ = ("LOCK_MARK", "decode_name", "encode_name", "lock_nodes", "node_prefix", "owner_of")
 
 #: Curator's lock-node marker: ``_c_<uuid>-lock-<10-digit sequence>``.
 LOCK_MARK: Final = "lock-"
@@ -29,6 +30,11 @@ def encode_name(name: str, *, at_top: bool = False) -> str:
     if out in (".", "..") or (at_top and out == "zookeeper"):
         out = f"%{ord(out[0]):02X}{out[1:]}"
     return out
+
+
+def decode_name(segment: str) -> str:
+    """The lock name :func:`encode_name` made ``segment`` from."""
+    return urllib.parse.unquote(segment, encoding="utf-8", errors="surrogatepass")
 
 
 def node_prefix(owner: str) -> str:
