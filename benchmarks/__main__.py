@@ -33,7 +33,7 @@ import lockkit
 from . import harness, report
 from .harness import Result
 
-SUITES = ("memory", "redis", "redlock", "zookeeper", "etcd", "guards")
+SUITES = ("memory", "otel", "redis", "redlock", "zookeeper", "etcd", "guards")
 
 #: Wall-clock seconds each suite takes with the defaults (3 repetitions of 1 s), on
 #: 2 cores; --quick and --smoke take a fraction. The total stays under 15 minutes.

@@ -3,7 +3,7 @@
 Rates are cycles per second of the event loop thread's CPU time, so that other work on
 the machine does not count.
 
-python -m benchmarks.otel [--duration 2] [--quick]
+python -m benchmarks.otel [--duration 2] [--quick]   (or: python -m benchmarks --suites otel)
 
 Four variants of the same acquire + release cycle, each on its own open client, measured
 in short slices taken in turn (the order rotates every round) so that drift of the
