@@ -28,6 +28,7 @@ import ipaddress
 import itertools
 import logging
 import socket
+import urllib.parse
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final, Protocol, TypeVar, final
 
@@ -247,6 +248,11 @@ def lock_prefix(root: str, name: str) -> bytes:
     return (f"{root}/{segment}/" if root else f"{segment}/").encode()
 
 
+def decode_name(segment: bytes) -> str:
+    """The lock name :func:`encode_name` made ``segment`` from."""
+    return urllib.parse.unquote(segment.decode(errors="replace"), errors="surrogatepass")
+
+
 def prefix_end(prefix: bytes) -> bytes:
     """The ``range_end`` that makes ``[prefix, end)`` exactly the keys starting with
     ``prefix``: the prefix with its last byte below 0xff raised by one."""
@@ -277,6 +283,7 @@ def op_range(
     order: int = 0,
     max_create: int = 0,
     count_only: bool = False,
+    keys_only: bool = False,
 ) -> Any:
     """A linearizable range read as a transaction operation."""
     return Request(
@@ -288,6 +295,7 @@ def op_range(
             sort_target=SORT_CREATE,
             max_create_revision=max_create,
             count_only=count_only,
+            keys_only=keys_only,
             serializable=False,
         )
     )

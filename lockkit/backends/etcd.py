@@ -81,7 +81,12 @@ from .._core._backend import (
     Grant,
     HolderInfo,
     LockInfo,
+    OwnerRecord,
     Renewal,
+    WaiterInfo,
+    current_task_name,
+    owner_record,
+    task_field,
 )
 from .._core._errors import BackendUnavailable, ConfigurationError, LockError, LockUsageError
 from .._core._options import option_names, parse_options
@@ -117,6 +122,23 @@ WATCH_DELAY = 0.05
 _TLS_OPTIONS = frozenset(("ssl_ca_certs", "ssl_cert_reqs", "ssl_certfile", "ssl_keyfile"))
 
 
+#: Waiters :meth:`EtcdBackend.inspect` lists (with their owner records).
+INSPECT_QUEUE = 100
+
+
+def _value(entry: _Entry) -> bytes:
+    """The value of an acquisition's key: its owner id, a newline, its owner record."""
+    return f"{entry.owner}\n{owner_record(field=entry.task)}".encode()
+
+
+def _parse_value(value: bytes, suffix: bytes) -> tuple[str, OwnerRecord | None]:
+    """Owner id and owner record of a key's value; a value of Go's mutex or etcdctl
+    (empty) names the owner by the key's suffix (its lease)."""
+    owner, _, record = value.partition(b"\n")
+    text = owner.decode(errors="replace") or suffix.decode(errors="replace")
+    return text, OwnerRecord.decode(record)
+
+
 @dataclasses.dataclass(slots=True, eq=False)
 class _Entry:
     """One acquisition of this client: its key, its place in the queue, its hold."""
@@ -130,6 +152,8 @@ class _Entry:
     lease: int = 0
     #: the key's create revision (0: not created, or gone)
     rev: int = 0
+    #: the owner record's task field (see :func:`owner_record`)
+    task: str = "null"
     #: the key ahead of ours and the revision it was seen at (while waiting)
     ahead: bytes | None = None
     seen: int = 0
@@ -163,7 +187,14 @@ class EtcdBackend(Backend):
     kind: ClassVar[str] = "etcd"
     schemes: ClassVar[tuple[str, ...]] = ("etcd", "etcds")
     capabilities: ClassVar[frozenset[Capability]] = frozenset(
-        {Capability.FAIR, Capability.DISTRIBUTED, Capability.BATCH_RENEW, Capability.NOTIFY}
+        {
+            Capability.FAIR,
+            Capability.DISTRIBUTED,
+            Capability.BATCH_RENEW,
+            Capability.NOTIFY,
+            Capability.LIST,
+            Capability.FORCE_RELEASE,
+        }
     )
 
     def __init__(
@@ -363,6 +394,7 @@ class EtcdBackend(Backend):
         if claim.owner in self._entries:
             raise LockUsageError(f"owner id {claim.owner!r} is already in use")
         entry = _Entry(claim.name, claim.owner, self.prefix(claim.name), claim.ttl)
+        entry.task = task_field(current_task_name())
         self._entries[claim.owner] = entry
         try:
             return await wait_turn(
@@ -455,7 +487,7 @@ class EtcdBackend(Backend):
         reply = await link.txn(
             txn(
                 (created_at(entry.prefix, 0, end=prefix_end(entry.prefix)),),
-                (op_put(entry.key, entry.owner.encode(), ka.lease),),
+                (op_put(entry.key, _value(entry), ka.lease),),
             ),
             "try a lock",
         )
@@ -476,7 +508,7 @@ class EtcdBackend(Backend):
             txn(
                 (created_at(entry.key, 0),),
                 (
-                    op_put(entry.key, entry.owner.encode(), ka.lease),
+                    op_put(entry.key, _value(entry), ka.lease),
                     op_range(entry.prefix, end, limit=2, order=DESCEND),
                 ),
                 (op_range(entry.key),),
@@ -723,19 +755,62 @@ class EtcdBackend(Backend):
         prefix = self.prefix(name)
         self._requests["txn"] += 1
         reply = await link.txn(
-            txn((), (op_range(prefix, prefix_end(prefix), limit=1, order=ASCEND),)),
-            "look at a lock's holder",
+            txn(
+                (),
+                (op_range(prefix, prefix_end(prefix), limit=INSPECT_QUEUE + 1, order=ASCEND),),
+            ),
+            "look at a lock's queue",
         )
         found = reply.responses[0].response_range
         if not found.kvs:
             return LockInfo(name, None, 0)
-        kv = found.kvs[0]
-        owner = kv.value.decode(errors="replace") or kv.key[len(prefix) :].decode(errors="replace")
+        kv, *behind = found.kvs
+        owner, record = _parse_value(kv.value, kv.key[len(prefix) :])
         entry = self._entries.get(owner)
         expires = None
         if entry is not None and entry.held and entry.rev == kv.create_revision:
             expires = max(0.0, entry.expires - self.clock.now())
-        return LockInfo(name, HolderInfo(owner, kv.create_revision, expires), found.count - 1)
+        queue = []
+        for w in behind:
+            waiter, known = _parse_value(w.value, w.key[len(prefix) :])
+            queue.append(WaiterInfo(waiter, w.create_revision, known))
+        holder = HolderInfo(owner, kv.create_revision, expires, record)
+        return LockInfo(name, holder, found.count - 1, tuple(queue))
+
+    async def list_names(self, prefix: str = "") -> list[str]:
+        link = self._open()
+        root = f"{self.options.root}/".encode() if self.options.root else b""
+        start = root + etcd.encode_name(prefix).encode()
+        self._requests["txn"] += 1
+        reply = await link.txn(
+            txn((), (op_range(start, prefix_end(start), keys_only=True),)), "list the locks"
+        )
+        names = set()
+        for kv in reply.responses[0].response_range.kvs:
+            segment, slash, _ = kv.key[len(root) :].rpartition(b"/")
+            if slash and b"/" not in segment:
+                names.add(etcd.decode_name(segment))
+        return sorted(n for n in names if n.startswith(prefix))
+
+    async def force_release(self, name: str) -> int | None:
+        """Deletes the holder's key if it is still the one read: the waiter behind it
+        is woken by its watch; the holder's client sees its key deleted."""
+        link = self._open()
+        prefix = self.prefix(name)
+        self._requests["txn"] += 2
+        reply = await link.txn(
+            txn((), (op_range(prefix, prefix_end(prefix), limit=1, order=ASCEND),)),
+            "look at a lock's holder",
+        )
+        kvs = reply.responses[0].response_range.kvs
+        if not kvs:
+            return None
+        kv = kvs[0]
+        done = await link.txn(
+            txn((created_at(kv.key, kv.create_revision),), (op_delete(kv.key),)),
+            "break a lock",
+        )
+        return int(kv.create_revision) if done.succeeded else None
 
     # -- the lease ---------------------------------------------------------------------
 

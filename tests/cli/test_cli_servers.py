@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 BACKENDS = [
     pytest.param("redis_server", marks=pytest.mark.redis, id="redis"),
     pytest.param("zookeeper_server", marks=pytest.mark.zookeeper, id="zookeeper"),
+    pytest.param("etcd_server", marks=pytest.mark.etcd, id="etcd"),
 ]
 
 
