@@ -1,17 +1,15 @@
 """etcd:// against the protocol floor and etcetra's lock, on one server, in one run.
 
 The suite starts its own etcd member (``tests.servers.etcd.EtcdServer``, the binary
-``make deps`` installs; or ``LOCKKIT_BENCH_ETCD_URL``) and measures:
+``make deps`` installs; or ``LOCKKIT_BENCH_ETCD_URL``) and measures, every contender of
+a scenario interleaved (:func:`benchmarks.harness.interleave`):
 
-1. uncontended acquire + release cycles, the contenders taking turns (``rounds`` rounds,
-   each keeps its best): the floor (a put and a delete of one key, issued raw through
-   etcetra's ``EtcdCommunicator``), lockkit, and etcetra's ``EtcdLockManager`` (the
-   server's lock RPC with a 10 s lease);
-2. 8 and 64 tasks on one lock, one lockkit client: acquisitions/s, handoff latency,
-   and how many acquisitions by others one wait saw (FIFO keeps it at tasks - 1);
-   etcetra's ``EtcdLockManager`` with 8 tasks for comparison.
-
-Targets (from the backend's design notes) are checked and reported, never enforced.
+1. uncontended acquire + release cycles: the floor (a put and a delete of one key,
+   issued raw through etcetra's ``EtcdCommunicator``), lockkit, and etcetra's
+   ``EtcdLockManager`` (the server's lock RPC with a 10 s lease);
+2. 8, 64 and 512 tasks on one lock: lockkit over two clients and etcetra's
+   ``EtcdLockManager``: acquisitions/s, handoff share and latency, the longest wait and
+   the per-worker spread.
 """
 
 from __future__ import annotations
@@ -25,7 +23,6 @@ import tempfile
 import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 import anyio
 from etcetra.client import EtcdClient, EtcdCommunicator, EtcdLockManager
@@ -33,9 +30,10 @@ from etcetra.types import HostPortPair
 
 import lockkit
 
-from .harness import Result, check, contended, contended_locks, rate, show
+from .harness import Contender, Result, contention, cycles, interleave, show
 
 SUITE = "etcd"
+TASKS = (8, 64, 512)
 _versions: dict[str, str] = {}
 
 
@@ -90,10 +88,9 @@ class _Suite:
             self.results.append(Result(SUITE, title, {}, text, failed=True))
             print(f"  FAILED: {text}", flush=True)
 
-    # -- 1. uncontended ----------------------------------------------------------------
+    # -- 1-2. uncontended and contended, every contender interleaved --------------------
 
-    async def measure_uncontended(self, rounds: int = 3) -> None:
-        best: dict[str, float] = {}
+    async def measure_uncontended(self) -> None:
         key = f"{self.base}/floor"
         async with (
             EtcdClient(self.address).connect() as raw,
@@ -109,56 +106,50 @@ class _Suite:
                 await lock.acquire()
                 await lock.release()
 
-            manager_name = f"{self.base}/etcetra"
+            manager = _Manager(raw, f"{self.base}/etcetra")
 
             async def etcetra_cycle() -> None:
-                manager = EtcdLockManager(manager_name, raw.channel, ttl=10)
-                await manager.__aenter__()
-                await manager.__aexit__(None, None, None)
+                async with manager:
+                    pass
 
-            steps: dict[str, Callable[[], Awaitable[None]]] = {
-                "floor (put + delete)": floor,
-                "lockkit": lockkit_cycle,
-                "etcetra EtcdLockManager": etcetra_cycle,
-            }
-            for _ in range(rounds):  # interleaved: each round measures every contender
-                for label, step in steps.items():
-                    best[label] = max(best.get(label, 0.0), await rate(step, self.duration))
-        self.floor = best["floor (put + delete)"]
-        for label, cycles in best.items():
-            figures = {"cycles_per_s": cycles, "ratio_to_floor": cycles / self.floor}
-            checks = []
-            if label == "lockkit":
-                checks.append(check("ratio_to_floor", cycles / self.floor, 0.85))
-            self.add(f"uncontended: {label}", figures, checks)
-
-    # -- 2. contended --------------------------------------------------------------------
+            self.results += await interleave(
+                SUITE,
+                "uncontended",
+                [
+                    Contender("floor: put + delete (etcetra)", "floor", cycles(floor)),
+                    Contender("lockkit", "lockkit", cycles(lockkit_cycle)),
+                    Contender("etcetra EtcdLockManager", "peer", cycles(etcetra_cycle)),
+                ],
+                self.duration,
+                "cycles_per_s",
+            )
 
     async def measure_contended(self) -> None:
-        async with lockkit.connect(self.url) as locks:
-            for tasks, goal in ((8, 600.0), (64, 700.0)):
-                figures = await contended(
-                    [locks], f"{self.base}/contended-{tasks}", tasks, self.duration
-                )
-                self.add(
-                    f"contended {tasks} tasks: lockkit",
-                    figures,
+        async with (
+            lockkit.connect(self.url) as a,
+            lockkit.connect(self.url) as b,
+            EtcdClient(self.address).connect() as raw,
+        ):
+            for tasks in TASKS:
+                name = f"{self.base}/contended-{tasks}"
+                mine = [c.lock(name, ttl=30, timeout=60) for c in (a, b)]
+                theirs = f"{self.base}/etcetra-contended-{tasks}"
+                self.results += await interleave(
+                    SUITE,
+                    f"contended {tasks}",
                     [
-                        check("acquisitions_per_s", figures["acquisitions_per_s"], goal),
-                        check("handoff_p99_ms", figures["handoff_p99_ms"], 5.0, at_most=True),
-                        check(
-                            "max_turns_waited", figures["max_turns_waited"], tasks - 1, exactly=True
+                        Contender(
+                            "lockkit", "lockkit", contention(tasks, lambda i, m=mine: m[i % 2])
+                        ),
+                        Contender(
+                            "etcetra EtcdLockManager",
+                            "peer",
+                            contention(tasks, lambda _i, n=theirs: _Manager(raw, n)),
                         ),
                     ],
+                    self.duration,
+                    "acquisitions_per_s",
                 )
-        async with EtcdClient(self.address).connect() as raw:
-            name = f"{self.base}/etcetra-contended"
-
-            def make_lock(i: int) -> Any:
-                return _Manager(raw, name)
-
-            figures = await contended_locks(make_lock, 8, self.duration)
-            self.add("contended 8 tasks: etcetra EtcdLockManager", figures)
 
 
 class _Manager:
@@ -182,6 +173,6 @@ async def run(duration: float) -> list[Result]:
     async with _etcd() as url:
         suite = _Suite(url, duration)
         _versions["etcd"] = "3.4 (Debian etcd-server)"
-        await suite.section("uncontended", 120, suite.measure_uncontended)
-        await suite.section("contended", 180, suite.measure_contended)
+        await suite.section("uncontended", 300, suite.measure_uncontended)
+        await suite.section("contended", 600, suite.measure_contended)
         return suite.results

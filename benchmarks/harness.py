@@ -419,8 +419,9 @@ async def threads_contended(
     make: Callable[[int], SyncLock], threads: int, duration: float
 ) -> Figures:
     """``threads`` threads take turns on one synchronous lock; ``make(i)`` gives thread
-    ``i`` its lock, whose ``acquire`` gives up (returns False) after its own timeout.
-    Figures as :func:`contended_locks`."""
+    ``i`` its lock, whose ``acquire`` gives up (returns False) after a timeout of its
+    own (about a second), after which the thread asks again, or stops if the time is
+    up. Figures as :func:`contended_locks`."""
     tally = Tally(threading.Lock())
     started = time.perf_counter()
     stop_at = started + duration
@@ -430,9 +431,10 @@ async def threads_contended(
         acquire, release = make(i)
         while time.perf_counter() < stop_at:
             asked = tally.ask()
-            if acquire() is False:
-                tally.gave_up(asked)
-                return
+            while acquire() is False:  # its own timeout: go on waiting until the end
+                if time.perf_counter() >= stop_at:
+                    tally.gave_up(asked)
+                    return
             tally.acquired(i, asked)
             tally.releasing()
             release()
@@ -446,9 +448,32 @@ async def threads_contended(
 def contention(
     tasks: int, lock_for: Callable[[int], AbstractAsyncContextManager[object]]
 ) -> Runner:
-    """A runner of ``tasks`` tasks on one asyncio lock (:func:`contended_locks`)."""
+    """A runner of ``tasks`` tasks on one asyncio lock (:func:`contended_locks`); tasks
+    still waiting half a second after the end are cut off (``cut_off_waiters``)."""
 
     async def run(duration: float) -> Figures:
-        return await contended_locks(lock_for, tasks, duration)
+        return await contended_locks(lock_for, tasks, duration, grace=0.5)
 
     return run
+
+
+class Turns:
+    """A lock whose objects serve one acquisition each (or whose API is a pair of
+    calls), as a reusable async context manager: ``acquire()`` returns a handle that
+    ``release(handle)`` gives back."""
+
+    def __init__(
+        self,
+        acquire: Callable[[], Awaitable[Any]],
+        release: Callable[[Any], Awaitable[object]],
+    ) -> None:
+        self._acquire = acquire
+        self._release = release
+        self._held: Any = None
+
+    async def __aenter__(self) -> None:
+        self._held = await self._acquire()
+
+    async def __aexit__(self, *exc: object) -> None:
+        held, self._held = self._held, None
+        await self._release(held)

@@ -1,22 +1,27 @@
-"""redis:// against the protocol floor and other Redis lock libraries, on one server.
+"""redis:// against the protocol floors and the other Redis lock libraries, on one server.
 
 The suite starts its own ``redis-server`` in a temporary directory (or uses
-``LOCKKIT_BENCH_REDIS_URL``) and measures, in this order:
+``LOCKKIT_BENCH_REDIS_URL``) and measures, every contender of a scenario interleaved
+(:func:`benchmarks.harness.interleave`):
 
-1. the floor: two ``EVALSHA`` round trips of ``return 1`` on one redis-py asyncio
-   connection, back to back (one "cycle": the least an acquire + release can cost);
-2. uncontended acquire + release cycles of lockkit and of the peers (redis-py's asyncio
-   ``Lock``, python-redis-lock in a worker thread, pottery's ``AIORedlock`` on one
-   master);
-3. 8 and 64 tasks on one lock: lockkit over two clients, redis-py's ``Lock``, and
-   python-redis-lock in 8 threads;
-4. 10,000 waiters of one client queued on one lock: Redis commands and pub/sub
-   subscriptions per handoff, and what is left after cancelling them;
-5. 10,000 locks held by one client: renewal scripts per renewal period and memory per
-   held lock.
+1. uncontended acquire + release cycles: two floors (two ``EVALSHA`` round trips of
+   ``return 1``, the least an acquire + release can cost: on one redis-py asyncio
+   connection, and on a bare asyncio protocol parsed by hiredis, the wire's limit),
+   lockkit, and the peers: redis-py's asyncio ``Lock`` with its shipped 0.1 s retry
+   sleep and with 1 ms, its sync ``Lock`` in threads, python-redis-lock (threads),
+   pottery's ``Redlock`` (threads) and ``AIORedlock`` on one master, aioredlock on one
+   master, and mithril-locks' ``AsyncLock``;
+2. 8, 64 and 512 tasks (or threads) on one lock: the same contenders, lockkit over two
+   clients and with ``fair=false``: acquisitions/s, handoff share and latency, the
+   longest wait and the per-worker spread;
+3. 10,000 waiters of one client on one lock: the time to queue them and to serve them
+   all; then a closer look: Redis commands and pub/sub subscriptions per handoff, and
+   what is left after cancelling them;
+4. 10,000 locks held by one client: the time, memory per held lock and the renewal
+   traffic.
 
-Peers that are not installed are skipped with a message; ``benchmarks/requirements.txt``
-lists them.
+A peer that does not import is reported as a contender that could not run;
+``benchmarks/requirements.txt`` lists them.
 
 The server comes from the test harness (``tests.servers.redis.RedisServer``, imported only
 when ``LOCKKIT_BENCH_REDIS_URL`` is not set), so benchmarks and tests start Redis the same
@@ -25,13 +30,15 @@ way; run from a source checkout.
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import contextlib
 import gc
-import importlib
 import math
 import os
 import secrets
 import shutil
+import socket
 import tempfile
 import threading
 import time
@@ -43,15 +50,35 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import hiredis
 import redis
 import redis.asyncio as aioredis
 
 import lockkit
 from lockkit.backends.redis import BATCH, RedisBackend
 
-from .harness import Result, Tally, check, contended, contended_locks, percentile, rate, show
+from . import harness
+from .harness import (
+    Contender,
+    Figures,
+    Result,
+    SyncLock,
+    Turns,
+    check,
+    contention,
+    cycles,
+    interleave,
+    optional,
+    percentile,
+    show,
+    thread_cycles,
+    threads_contended,
+    wanted,
+)
+from .memory import HELD, WAITERS, crowd, many_waiters
 
 SUITE = "redis"
+TASKS = (8, 64, 512)
 
 #: Filled while the suite runs; read by ``python -m benchmarks`` for the JSON.
 _versions: dict[str, str] = {}
@@ -59,18 +86,6 @@ _versions: dict[str, str] = {}
 
 def server_versions() -> dict[str, str]:
     return dict(_versions)
-
-
-def _optional(module: str) -> Any | None:
-    """Import a peer library, or say it is missing and return None."""
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        print(
-            f"redis: {module} is not installed; skipping it "
-            "(pip install -r benchmarks/requirements.txt)"
-        )
-        return None
 
 
 @contextlib.asynccontextmanager
@@ -201,9 +216,11 @@ class _Suite:
 
     async def section(self, title: str, limit: float, body: Callable[[], Awaitable[None]]) -> None:
         print(f"redis: {title}", flush=True)
+        started = time.perf_counter()
         try:
             with anyio.fail_after(limit):
                 await body()
+            print(f"redis: {title}: {time.perf_counter() - started:.0f}s", flush=True)
         except Exception as exc:
             traceback.print_exc()
             if isinstance(exc, TimeoutError):
@@ -213,14 +230,10 @@ class _Suite:
             self.results.append(Result(SUITE, title, {}, text, failed=True))
             print(f"  FAILED: {text}", flush=True)
 
-    # -- 1-3. floor and uncontended cycles ---------------------------------------------
+    # -- 1-4. floors, uncontended and contended, every contender interleaved -----------
 
-    async def measure_uncontended(self, rounds: int = 3) -> None:
-        """The floor, lockkit and the peers take turns, ``rounds`` times for half the
-        duration each; each keeps its best round (other load on the machine only ever
-        slows a round down), and the ratios compare those."""
+    async def measure_uncontended(self) -> None:
         name = f"{self.base}:uncontended"
-        runners: dict[str, Callable[[float], Awaitable[float]]] = {}
         async with contextlib.AsyncExitStack() as stack:
             floor_conn = aioredis.Redis.from_url(self.url, single_connection_client=True)
             stack.push_async_callback(floor_conn.aclose)
@@ -232,171 +245,113 @@ class _Suite:
                 await floor_conn.evalsha(sha, 0)
                 await floor_conn.evalsha(sha, 0)
 
-            runners["floor"] = lambda d: rate(floor_cycle, d)
+            bare = await stack.enter_async_context(_bare(self.url))
+
+            async def bare_cycle() -> None:
+                await bare.call(b"EVALSHA", sha, b"0")
+                await bare.call(b"EVALSHA", sha, b"0")
 
             locks = await stack.enter_async_context(lockkit.connect(self.url))
-            backend = locks.backend
-            assert isinstance(backend, RedisBackend)
             lock = locks.lock(name, ttl=30)
-            lockkit_cycles = 0
 
             async def lockkit_cycle() -> None:
-                nonlocal lockkit_cycles
                 await lock.acquire()
                 await lock.release()
-                lockkit_cycles += 1
 
-            runners["lockkit"] = lambda d: rate(lockkit_cycle, d)
-
-            peer_conn = aioredis.Redis.from_url(self.url)
-            stack.push_async_callback(peer_conn.aclose)
-            peer = peer_conn.lock(f"{name}:redis-py", timeout=30)
-
-            async def redis_py_cycle() -> None:
-                await peer.acquire()
-                await peer.release()
-
-            runners["redis_py_lock"] = lambda d: rate(redis_py_cycle, d)
-
-            redis_lock = _optional("redis_lock")
-            if redis_lock is not None:
-
-                async def python_redis_lock(d: float) -> float:
-                    return await anyio.to_thread.run_sync(
-                        _threaded_uncontended, redis_lock, self.url, f"{name}:prl", d
-                    )
-
-                runners["python_redis_lock"] = python_redis_lock
-
-            pottery = _optional("pottery")
-            if pottery is not None:
-                pottery_conn = aioredis.Redis.from_url(self.url)
-                stack.push_async_callback(pottery_conn.aclose)
-                redlock = pottery.AIORedlock(
-                    key=f"{name}:pottery", masters={pottery_conn}, auto_release_time=30
-                )
-
-                async def pottery_cycle() -> None:
-                    await redlock.acquire()
-                    await redlock.release()
-
-                runners["pottery_aioredlock"] = lambda d: rate(pottery_cycle, d)
-
-            calls_before = backend.statistics().total_requests
-            best: dict[str, list[float]] = {key: [] for key in runners}
-            for _ in range(rounds):
-                for key, runner in runners.items():
-                    best[key].append(await runner(self.duration / 2))
-            scripts = (backend.statistics().total_requests - calls_before) / max(1, lockkit_cycles)
-
-        self.uncontended = {key: max(values) for key, values in best.items()}
-        self.floor = floor = self.uncontended.pop("floor")
-        spread = {key: (min(v) / max(v)) for key, v in best.items()}
-        self.add(
-            "floor: 2x EVALSHA 'return 1', one redis-py connection",
-            {"cycles_per_s": floor, "worst_round_over_best": spread["floor"]},
-            [f"best of {rounds} rounds of {self.duration / 2:g}s, interleaved with the others"],
-        )
-        mine = self.uncontended["lockkit"]
-        figures = {
-            "cycles_per_s": mine,
-            "x_floor": mine / floor,
-            "scripts_per_cycle": scripts,
-            "worst_round_over_best": spread["lockkit"],
-        }
-        for key, value in self.uncontended.items():
-            if key != "lockkit":
-                figures[f"x_{key}"] = mine / value
-        self.add(
-            "lockkit uncontended acquire+release",
-            figures,
-            [check("x_floor", mine / floor, 0.9), check("stretch x_floor", mine / floor, 1.5)],
-        )
-        titles = {
-            "redis_py_lock": "redis-py asyncio Lock uncontended (SET NX + EVALSHA)",
-            "python_redis_lock": "python-redis-lock uncontended, sync in a thread",
-            "pottery_aioredlock": "pottery AIORedlock uncontended, one master",
-        }
-        for key, value in self.uncontended.items():
-            if key != "lockkit":
-                self.add(
-                    titles[key],
-                    {
-                        "cycles_per_s": value,
-                        "x_floor": value / floor,
-                        "x_lockkit": value / mine,
-                        "worst_round_over_best": spread[key],
-                    },
-                )
-
-    # -- 4. contended ------------------------------------------------------------------
+            peers = await stack.enter_async_context(_Peers(self.url))
+            contenders = [
+                Contender("floor: 2x EVALSHA, redis.asyncio", "floor", cycles(floor_cycle)),
+                Contender("floor: 2x EVALSHA, asyncio + hiredis", "floor", cycles(bare_cycle)),
+                Contender("lockkit", "lockkit", cycles(lockkit_cycle)),
+                *peers.uncontended(name),
+            ]
+            found = await interleave(
+                SUITE, "uncontended", contenders, self.duration, "cycles_per_s"
+            )
+        self.results += found
+        for r in found:
+            if r.contender.startswith("floor: 2x EVALSHA, redis.asyncio") and not r.failed:
+                self.floor = r.figures["cycles_per_s"]
 
     async def measure_contended(self) -> None:
-        for tasks in (8, 64):
-            name = f"{self.base}:contended:{tasks}"
-            async with lockkit.connect(self.url) as a, lockkit.connect(self.url) as b:
-                backends = [a.backend, b.backend]
-                before = sum(x.statistics().total_requests for x in backends)
-                figures = await contended([a, b], name, tasks, self.duration)
-                after = sum(x.statistics().total_requests for x in backends)
-            figures["scripts_per_acquisition"] = (after - before) / max(1, figures["acquisitions"])
-            figures["x_floor"] = figures["acquisitions_per_s"] / self.floor
-            self.contended[("lockkit", tasks)] = figures["acquisitions_per_s"]
-            self.lockkit_contended[tasks] = figures
-        first = len(self.results)  # lockkit's rows go first, once the peers are known
+        async with contextlib.AsyncExitStack() as stack:
+            clients = [await stack.enter_async_context(lockkit.connect(self.url)) for _ in "ab"]
+            unfair_url = f"{self.url}{'&' if '?' in self.url else '?'}fair=false"
+            unfair = [await stack.enter_async_context(lockkit.connect(unfair_url)) for _ in "ab"]
+            peers = await stack.enter_async_context(_Peers(self.url))
+            for tasks in TASKS:
+                name = f"{self.base}:contended:{tasks}"
+                fair_locks = [c.lock(name, ttl=30, timeout=60) for c in clients]
+                unfair_locks = [c.lock(f"{name}:unfair", ttl=30, timeout=60) for c in unfair]
+                contenders = [
+                    Contender(
+                        "lockkit",
+                        "lockkit",
+                        contention(tasks, lambda i, m=fair_locks: m[i % 2]),
+                    ),
+                    Contender(
+                        "lockkit fair=false",
+                        "lockkit",
+                        contention(tasks, lambda i, m=unfair_locks: m[i % 2]),
+                    ),
+                    *peers.contended(name, tasks),
+                ]
+                found = await interleave(
+                    SUITE, f"contended {tasks}", contenders, self.duration, "acquisitions_per_s"
+                )
+                for r in found:
+                    if r.contender == "lockkit" and not r.failed:
+                        self.check_contended(r, tasks)
+                self.results += found
 
-        conn = aioredis.Redis.from_url(self.url)
-        try:
-            for tasks in (8, 64):
-                name = f"{self.base}:contended:{tasks}:redis-py"
+    def check_contended(self, r: Result, tasks: int) -> None:
+        f = r.figures
+        checks = [
+            check("handoff_share", f["handoff_share"], 0.95),
+            check("handoff_p50_ms", f["handoff_p50_ms"], 0.3, at_most=True),
+            check("handoff_p99_ms", f["handoff_p99_ms"], 0.6, at_most=True),
+            check("FIFO: max_turns_waited", f["max_turns_waited"], tasks - 1, at_most=True),
+        ]
+        r.notes = "; ".join(checks)
+        self.missed += [f"{r.name}: {c}" for c in checks if "MISSED" in c]
 
-                def make_lock(_i: int, name: str = name) -> Any:
-                    return conn.lock(name, timeout=30, blocking_timeout=60)
+    # -- 5. 10,000 waiters: the interleaved figures -------------------------------------
 
-                figures = await contended_locks(make_lock, tasks, self.duration)
-                figures["x_floor"] = figures["acquisitions_per_s"] / self.floor
-                self.contended[("redis_py_lock", tasks)] = figures["acquisitions_per_s"]
-                self.add(f"redis-py asyncio Lock contended, {tasks} tasks (sleep 0.1)", figures)
-        finally:
-            await conn.aclose()
+    async def measure_waiters(self) -> None:
+        count = crowd(WAITERS)
+        async with lockkit.connect(self.url) as client:
+            rounds = 0
 
-        redis_lock = _optional("redis_lock")
-        if redis_lock is not None:
-            threads = 8
-            figures = await _threaded_contended(
-                redis_lock, self.url, f"{self.base}:contended:prl", threads, self.duration
+            async def lockkit_waiters(_duration: float) -> Figures:
+                nonlocal rounds
+                rounds += 1
+                name = f"{self.base}:drain:{rounds}"
+                holder = client.lock(name, ttl=60)
+                waiting = client.lock(name, ttl=60, timeout=None)
+
+                async def queued() -> int:
+                    return (await client.inspect(name)).waiters
+
+                return await many_waiters(
+                    holder.acquire, holder.release, lambda: waiting, queued, count, limit=240
+                )
+
+            why = (
+                "not run: polling locks would send every waiter's retries (10,000 tasks x "
+                "10 polls/s) to the server; they are compared at 512 tasks"
             )
-            figures["x_floor"] = figures["acquisitions_per_s"] / self.floor
-            self.contended[("python_redis_lock", threads)] = figures["acquisitions_per_s"]
-            self.add(f"python-redis-lock contended, {threads} threads (BLPOP)", figures)
-
-        for row, (tasks, figures) in enumerate(self.lockkit_contended.items()):
-            mine = figures["acquisitions_per_s"]
-            for (peer, n), value in self.contended.items():
-                if peer != "lockkit" and n == tasks:
-                    figures[f"x_{peer}"] = mine / value
-            self.add(
-                f"lockkit contended, {tasks} tasks over 2 clients",
-                figures,
+            self.results += await interleave(
+                SUITE,
+                f"{WAITERS:,} waiters on one lock",
                 [
-                    check("acquisitions_per_s", mine, 2500),
-                    check("handoff_share", figures["handoff_share"], 0.95),
-                    check("handoff_p50_ms", figures["handoff_p50_ms"], 0.3, at_most=True),
-                    check("handoff_p99_ms", figures["handoff_p99_ms"], 1.0, at_most=True),
-                    check(
-                        "max_wait_over_mean_cycle",
-                        figures["max_wait_over_mean_cycle"],
-                        64,
-                        at_most=True,
-                    ),
-                    check(
-                        "FIFO: max_turns_waited",
-                        figures["max_turns_waited"],
-                        tasks - 1,
-                        at_most=True,
-                    ),
+                    Contender("lockkit", "lockkit", lockkit_waiters),
                 ],
-                at=first + row,
+                self.duration,
+                "handoffs_per_s",
+                repeats=1,
+            )
+            self.results.append(
+                Result(SUITE, f"{WAITERS:,} waiters on one lock: the polling peers", {}, why)
             )
 
     # -- 5. 10,000 waiters on one lock -----------------------------------------------
@@ -571,7 +526,7 @@ class _Suite:
 
     # -- 6. 10,000 locks held by one client ------------------------------------------
 
-    async def measure_many_held(self, count: int = 10_000, ttl: float = 3.0) -> None:
+    async def measure_many_held(self, count: int = HELD, ttl: float = 3.0) -> None:
         """Two rounds of ``count`` locks: one under ``tracemalloc`` for the memory per
         held lock (tracing slows acquisition several times, which spreads the renewals
         out), then one untraced for the acquisition rate and the renewal scripts."""
@@ -663,6 +618,7 @@ class _Suite:
             "releases_per_s": count / release_s,
             "renewal_period_s": ttl / 3,
             "extend_scripts_per_period": extend_scripts / periods,
+            "renewal_requests_per_s": extend_scripts / window,
             "expected_scripts_per_period": float(expected),
             "watchdog_batches_per_period": batches / periods,
             "held_after_window": float(still_held),
@@ -701,68 +657,248 @@ class _Suite:
         )
 
 
-def _threaded_uncontended(redis_lock: Any, url: str, name: str, duration: float) -> float:
-    """python-redis-lock acquire + release cycles per second, in the calling thread."""
-    conn = redis.Redis.from_url(url)
+def _why_missing(module: str) -> str:
+    return f"{module}: " + optional(module)[1]
+
+
+class _Bare(asyncio.Protocol):
+    """The least a client can do: RESP over an asyncio transport, parsed by hiredis,
+    one request at a time."""
+
+    def __init__(self) -> None:
+        self.reader = hiredis.Reader()
+        self.pending: collections.deque[asyncio.Future[Any]] = collections.deque()
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def data_received(self, data: bytes) -> None:
+        self.reader.feed(data)
+        while (reply := self.reader.gets()) is not False:
+            self.pending.popleft().set_result(reply)
+
+    async def call(self, *args: bytes | str) -> Any:
+        assert self.transport is not None
+        future = asyncio.get_running_loop().create_future()
+        self.pending.append(future)
+        self.transport.write(hiredis.pack_command(args))
+        return await future
+
+
+@contextlib.asynccontextmanager
+async def _bare(url: str) -> AsyncIterator[_Bare]:
+    parsed = lockkit.parse_url(url)
+    host, port = parsed.hosts[0]
+    loop = asyncio.get_running_loop()
+    transport, protocol = await loop.create_connection(_Bare, host, port or 6379)
     try:
-        lock = redis_lock.Lock(conn, name, expire=30)
-        for _ in range(50):
-            lock.acquire()
-            lock.release()
-        count = 0
-        start = time.perf_counter()
-        deadline = start + duration
-        while True:
-            for _ in range(20):
-                lock.acquire()
-                lock.release()
-            count += 20
-            now = time.perf_counter()
-            if now >= deadline:
-                return count / (now - start)
+        yield protocol
     finally:
-        conn.close()
+        transport.close()
 
 
-async def _threaded_contended(
-    redis_lock: Any, url: str, name: str, threads: int, duration: float
-) -> dict[str, float]:
-    """``threads`` threads take turns on one python-redis-lock lock; figures as
-    :func:`benchmarks.harness.contended_locks`."""
-    tally = Tally(threading.Lock())
-    conn = redis.Redis.from_url(url)
-    started = time.perf_counter()
-    stop_at = started + duration
+def _quiet_mithril() -> None:
+    """mithril-locks logs every acquisition and release at info level through
+    structlog; its users would turn that down, and so does the benchmark."""
+    import logging
 
-    def worker(i: int) -> None:
-        lock = redis_lock.Lock(conn, name, expire=10)
-        while time.perf_counter() < stop_at:
-            asked = tally.ask()
-            if not lock.acquire():
-                tally.gave_up(asked)
-                return
-            tally.acquired(i, asked)
-            tally.releasing()
-            lock.release()
+    import structlog
 
-    try:
-        async with anyio.create_task_group() as tg:
-            for i in range(threads):
-                tg.start_soon(anyio.to_thread.run_sync, worker, i)
-    finally:
-        conn.close()
-    return tally.figures(time.perf_counter() - started)
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+
+
+class _Peers:
+    """The other Redis lock libraries on one server, each on connections of its own;
+    ``uncontended`` and ``contended`` give their contenders (a library that does not
+    import is a contender that cannot run, with the reason)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.stack = contextlib.AsyncExitStack()
+
+    async def __aenter__(self) -> _Peers:
+        await self.stack.__aenter__()
+        # room for a connection per task or thread at 512 (redis-py's default is 100)
+        self.aconn = aioredis.Redis.from_url(self.url, max_connections=2048)
+        self.stack.push_async_callback(self.aconn.aclose)
+        self.conn = redis.Redis.from_url(self.url, max_connections=2048)
+        self.stack.callback(self.conn.close)
+        self.redis_lock, _ = optional("redis_lock")
+        self.pottery, _ = optional("pottery")
+        self.aioredlock, _ = optional("aioredlock")
+        self.mithril_aio, _ = optional("mithril.aio")
+        self.mithril_backends, _ = optional("mithril.backends.aio._redis")
+        self.manager: Any = None
+        if self.aioredlock is not None:
+            self.manager = self.aioredlock.Aioredlock([self.url])
+            self.stack.push_async_callback(self.manager.destroy)
+        self.mithril_backend: Any = None
+        if self.mithril_aio is not None and self.mithril_backends is not None:
+            _quiet_mithril()
+            self.mithril_backend = self.mithril_backends.AsyncRedisBackend(self.aconn)
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.stack.__aexit__(*exc)
+
+    # -- the locks, one per task or thread -------------------------------------------
+
+    def redis_py(self, name: str, sleep: float) -> Any:
+        return self.aconn.lock(f"{name}:rp{sleep:g}", timeout=30, sleep=sleep, blocking_timeout=60)
+
+    def redis_py_sync(self, name: str) -> SyncLock:
+        lock = self.conn.lock(f"{name}:rps", timeout=30, blocking_timeout=1.0)
+        return lock.acquire, lock.release
+
+    def python_redis_lock(self, name: str) -> SyncLock:
+        lock = self.redis_lock.Lock(self.conn, f"{name}:prl", expire=30)
+        return (lambda: lock.acquire(timeout=1)), lock.release
+
+    def pottery_sync(self, name: str) -> SyncLock:
+        lock = self.pottery.Redlock(key=f"{name}:pot", masters={self.conn}, auto_release_time=30)
+        return (lambda: lock.acquire(timeout=1)), lock.release
+
+    def pottery_async(self, name: str) -> Any:
+        lock = self.pottery.AIORedlock(
+            key=f"{name}:apot", masters={self.aconn}, auto_release_time=30
+        )
+
+        async def acquire() -> None:
+            if not await lock.acquire(timeout=60):
+                raise TimeoutError("pottery AIORedlock did not acquire in 60 s")
+
+        async def release(_: object) -> None:
+            await lock.release()
+
+        return Turns(acquire, release)
+
+    def aioredlock_lock(self, name: str) -> Any:
+        lock_error = self.aioredlock.LockError
+
+        async def acquire() -> Any:
+            while True:  # gives up after its 3 retries; a waiter asks again
+                try:
+                    return await self.manager.lock(f"{name}:arl", lock_timeout=30)
+                except lock_error:
+                    continue
+
+        async def release(held: Any) -> None:
+            await self.manager.unlock(held)
+
+        return Turns(acquire, release)
+
+    def mithril_lock(self, name: str) -> Any:
+        make = self.mithril_aio.AsyncLock
+        backend = self.mithril_backend
+
+        async def acquire() -> Any:
+            lock = make(f"{name}:mith", backend=backend, ttl=30, timeout=60)
+            await lock.acquire()
+            return lock
+
+        async def release(lock: Any) -> None:
+            await lock.release()
+
+        return Turns(acquire, release)
+
+    # -- contenders ----------------------------------------------------------------------
+
+    def _table(self) -> list[tuple[str, Any, str, Callable[[str], Any], bool]]:
+        """(contender, module or None, module name, lock for a name, threaded)."""
+        return [
+            (
+                "redis-py asyncio Lock (sleep 0.1)",
+                redis,
+                "redis",
+                lambda n: self.redis_py(n, 0.1),
+                False,
+            ),
+            (
+                "redis-py asyncio Lock (sleep 0.001)",
+                redis,
+                "redis",
+                lambda n: self.redis_py(n, 0.001),
+                False,
+            ),
+            ("redis-py Lock (threads)", redis, "redis", self.redis_py_sync, True),
+            (
+                "python-redis-lock (threads)",
+                self.redis_lock,
+                "redis_lock",
+                self.python_redis_lock,
+                True,
+            ),
+            (
+                "pottery Redlock, 1 master (threads)",
+                self.pottery,
+                "pottery",
+                self.pottery_sync,
+                True,
+            ),
+            ("pottery AIORedlock, 1 master", self.pottery, "pottery", self.pottery_async, False),
+            ("aioredlock, 1 master", self.aioredlock, "aioredlock", self.aioredlock_lock, False),
+            (
+                "mithril-locks AsyncLock",
+                self.mithril_backend,
+                "mithril.aio",
+                self.mithril_lock,
+                False,
+            ),
+        ]
+
+    def uncontended(self, name: str) -> list[Contender]:
+        out = []
+        for label, module, module_name, make, threaded in self._table():
+            if module is None:
+                out.append(Contender(label, "peer", None, _why_missing(module_name)))
+            elif threaded:
+                out.append(Contender(label, "peer", thread_cycles(lambda m=make: m(name))))
+            else:
+                lock = make(name)
+
+                async def cycle(lock: Any = lock) -> None:
+                    async with lock:
+                        pass
+
+                out.append(Contender(label, "peer", cycles(cycle)))
+        return out
+
+    def contended(self, name: str, tasks: int) -> list[Contender]:
+        out = []
+        for label, module, module_name, make, threaded in self._table():
+            if module is None:
+                out.append(Contender(label, "peer", None, _why_missing(module_name)))
+            elif threaded:
+
+                async def run(duration: float, make: Any = make) -> Figures:
+                    return await threads_contended(lambda _i: make(name), tasks, duration)
+
+                out.append(Contender(label, "peer", run))
+            else:
+                out.append(Contender(label, "peer", contention(tasks, lambda _i, m=make: m(name))))
+        return out
 
 
 async def run(duration: float) -> list[Result]:
     async with _redis_url() as url:
         suite = _Suite(url, duration)
-        await suite.section("floor and uncontended", 120, suite.measure_uncontended)
-        if math.isnan(suite.floor):
-            return suite.results
-        await suite.section("contended", 180, suite.measure_contended)
-        await suite.section("10,000 waiters on one lock", 240, suite.measure_many_waiters)
-        await suite.section("10,000 locks held", 240, suite.measure_many_held)
+        await suite.section("floor and uncontended", 300, suite.measure_uncontended)
+        await suite.section("contended", 900, suite.measure_contended)
+        if wanted("10,000 waiters"):
+            await suite.section("10,000 waiters, drained", 300, suite.measure_waiters)
+        if wanted("10,000 waiters") and not harness.SMOKE:
+            await suite.section(
+                "10,000 waiters, requests per handoff", 240, suite.measure_many_waiters
+            )
+        if wanted("10,000 locks held"):
+            await suite.section(
+                "10,000 locks held", 240, lambda: suite.measure_many_held(crowd(HELD))
+            )
         await suite.section("leftovers", 30, suite.leftovers)
         if suite.missed:
             print(f"redis: {len(suite.missed)} target(s) missed:")

@@ -1,25 +1,23 @@
-"""redlock:// on 3 and 5 masters against a raw fan-out floor and two Redlock libraries.
+"""redlock:// on 3 and 5 masters against a raw fan-out floor and the Redlock libraries.
 
 The suite starts 5 Redis masters of its own (``tests.servers.redis.RedisMasters``, the
 binary ``make deps`` installs; or ``LOCKKIT_BENCH_REDLOCK_URL``, a ``redlock://`` URL
-with at least 5 hosts) and measures, with the first 3 and then all 5 masters:
+with at least 5 hosts) and measures, with the first 3 and then all 5 masters, every
+contender of a scenario interleaved (:func:`benchmarks.harness.interleave`):
 
-1. uncontended acquire + release cycles, the contenders taking turns (``rounds`` rounds,
-   each keeps its best): the floor (the same two fan-out rounds lockkit needs, issued raw
-   through one ``redis.asyncio`` client per master: ``SET NX PX`` on every master at
-   once, then ``DEL`` on every master at once), lockkit, aioredlock and pottery's
-   ``AIORedlock`` (neither gives tokens; both let a free lock go to whoever asks);
-2. 8 tasks over two lockkit clients on one lock: acquisitions/s, handoff latency, and
-   how many acquisitions by others one wait saw (FIFO keeps it at tasks - 1).
-
-Targets are checked and reported, never enforced.
+1. uncontended acquire + release cycles: the floor (the same two fan-out rounds lockkit
+   needs, issued raw through one ``redis.asyncio`` client per master: ``SET NX PX`` on
+   every master at once, then ``DEL`` on every master at once), lockkit, aioredlock,
+   pottery's ``AIORedlock`` and its ``Redlock`` (threads), and mithril-locks' Redlock
+   backend (sync, threads; its fencing tokens come from the first master);
+2. 8 and 64 tasks (or threads) on one lock: acquisitions/s, handoff share and latency,
+   the longest wait and the per-worker spread.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import os
 import secrets
 import shutil
@@ -30,27 +28,34 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import redis
 import redis.asyncio as aioredis
 
 import lockkit
-from lockkit.backends.redlock import RedlockBackend
 
-from .harness import Result, check, contended, rate, show
+from .harness import (
+    Contender,
+    Figures,
+    Result,
+    SyncLock,
+    Turns,
+    contention,
+    cycles,
+    interleave,
+    optional,
+    show,
+    thread_cycles,
+    threads_contended,
+)
 
 SUITE = "redlock"
+#: Tasks (or threads) on one lock in the contended scenarios.
+TASKS = (8, 64)
 _versions: dict[str, str] = {}
 
 
 def server_versions() -> dict[str, str]:
     return dict(_versions)
-
-
-def _optional(module: str) -> Any | None:
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        print(f"redlock: {module} is not installed; skipping it (see benchmarks/requirements.txt)")
-        return None
 
 
 @contextlib.asynccontextmanager
@@ -100,107 +105,154 @@ class _Suite:
     def url(self, count: int) -> str:
         return "redlock://" + ",".join(self.hosts[:count])
 
-    # -- 1. uncontended ----------------------------------------------------------------
+    # -- contenders ----------------------------------------------------------------------
 
-    async def measure_uncontended(self, count: int, rounds: int = 3) -> None:
+    async def contenders(
+        self, stack: contextlib.AsyncExitStack, count: int, name: str, tasks: int | None
+    ) -> list[Contender]:
+        """The floor (uncontended only), lockkit and the peers on the first ``count``
+        masters; ``tasks`` None for the uncontended cycle, else that many tasks (or
+        threads) on one lock."""
         hosts = self.hosts[:count]
-        name = f"{self.base}:{count}"
-        async with contextlib.AsyncExitStack() as stack:
-            raw = []
-            for hostport in hosts:
-                client = aioredis.Redis.from_url(f"redis://{hostport}/0")
-                stack.push_async_callback(client.aclose)
-                raw.append(client)
-            locks = await stack.enter_async_context(lockkit.connect(self.url(count)))
-            backend = locks.backend
-            assert isinstance(backend, RedlockBackend)
-            lock = locks.lock(f"{name}:lockkit", ttl=30)
+        raw = []
+        for hostport in hosts:
+            client = aioredis.Redis.from_url(f"redis://{hostport}/0", max_connections=2048)
+            stack.push_async_callback(client.aclose)
+            raw.append(client)
+        sync = []
+        for hostport in hosts:
+            conn = redis.Redis.from_url(f"redis://{hostport}/0", max_connections=2048)
+            stack.callback(conn.close)
+            sync.append(conn)
+        out: list[Contender] = []
+
+        def asyncio_lock(label: str, role: str, make: Callable[[], Any]) -> None:
+            if tasks is None:
+                lock = make()
+
+                async def cycle() -> None:
+                    async with lock:
+                        pass
+
+                out.append(Contender(label, role, cycles(cycle)))
+            else:
+                out.append(Contender(label, role, contention(tasks, lambda _i: make())))
+
+        def thread_lock(label: str, make: Callable[[], SyncLock]) -> None:
+            if tasks is None:
+                out.append(Contender(label, "peer", thread_cycles(make)))
+            else:
+                n = tasks
+
+                async def run(duration: float) -> Figures:
+                    return await threads_contended(lambda _i: make(), n, duration)
+
+                out.append(Contender(label, "peer", run))
+
+        if tasks is None:
             floor_key = f"{name}:floor"
 
             async def floor() -> None:
                 await asyncio.gather(*(c.set(floor_key, "x", nx=True, px=30000) for c in raw))
                 await asyncio.gather(*(c.delete(floor_key) for c in raw))
 
-            async def lockkit_cycle() -> None:
-                await lock.acquire()
-                await lock.release()
+            out.append(
+                Contender(f"floor: {count}x SET NX PX, then {count}x DEL", "floor", cycles(floor))
+            )
+        clients = [await stack.enter_async_context(lockkit.connect(self.url(count))) for _ in "ab"]
+        mine = [c.lock(f"{name}:lockkit", ttl=30, timeout=60) for c in clients]
+        turn = iter(range(1_000_000))
+        asyncio_lock("lockkit", "lockkit", lambda: mine[next(turn) % 2])
 
-            steps: dict[str, Callable[[], Awaitable[object]]] = {
-                f"floor ({count} x SET NX PX, then {count} x DEL)": floor,
-                "lockkit": lockkit_cycle,
-            }
-            aioredlock = _optional("aioredlock")
-            if aioredlock is not None:
-                manager = aioredlock.Aioredlock([f"redis://{h}" for h in hosts])
-                stack.push_async_callback(manager.destroy)
-                resource = f"{name}:aioredlock"
+        aioredlock, why = optional("aioredlock")
+        if aioredlock is None:
+            out.append(Contender("aioredlock", "peer", None, why))
+        else:
+            manager = aioredlock.Aioredlock([f"redis://{h}" for h in hosts])
+            stack.push_async_callback(manager.destroy)
 
-                async def aioredlock_cycle() -> None:
-                    held = await manager.lock(resource, lock_timeout=30)
-                    await manager.unlock(held)
+            async def aio_acquire() -> Any:
+                while True:  # gives up after its 3 retries; a waiter asks again
+                    try:
+                        return await manager.lock(f"{name}:arl", lock_timeout=30)
+                    except aioredlock.LockError:
+                        continue
 
-                steps["aioredlock"] = aioredlock_cycle
-            pottery = _optional("pottery")
-            if pottery is not None:
-                conns = []
-                for hostport in hosts:
-                    conn = aioredis.Redis.from_url(f"redis://{hostport}/0")
-                    stack.push_async_callback(conn.aclose)
-                    conns.append(conn)
-                redlock = pottery.AIORedlock(
-                    key=f"{name}:pottery", masters=set(conns), auto_release_time=30
+            async def aio_release(held: Any) -> None:
+                await manager.unlock(held)
+
+            asyncio_lock("aioredlock", "peer", lambda: Turns(aio_acquire, aio_release))
+
+        pottery, why = optional("pottery")
+        if pottery is None:
+            out.append(Contender("pottery AIORedlock", "peer", None, why))
+            out.append(Contender("pottery Redlock (threads)", "peer", None, why))
+        else:
+
+            def pottery_async() -> Any:
+                lock = pottery.AIORedlock(
+                    key=f"{name}:apot", masters=set(raw), auto_release_time=30
                 )
 
-                async def pottery_cycle() -> None:
-                    await redlock.acquire()
-                    await redlock.release()
+                async def acquire() -> None:
+                    if not await lock.acquire(timeout=60):
+                        raise TimeoutError("pottery AIORedlock did not acquire in 60 s")
 
-                steps["pottery AIORedlock"] = pottery_cycle
-            best: dict[str, float] = {}
-            failed: dict[str, str] = {}
-            before = dict(backend.statistics().requests)
-            for _ in range(rounds):  # interleaved: each round measures every contender
-                for label, step in list(steps.items()):
+                async def release(_: object) -> None:
+                    await lock.release()
+
+                return Turns(acquire, release)
+
+            asyncio_lock("pottery AIORedlock", "peer", pottery_async)
+
+            def pottery_sync() -> SyncLock:
+                lock = pottery.Redlock(key=f"{name}:pot", masters=set(sync), auto_release_time=30)
+                return (lambda: lock.acquire(timeout=1)), lock.release
+
+            thread_lock("pottery Redlock (threads)", pottery_sync)
+
+        mithril, why = optional("mithril")
+        if mithril is None:
+            out.append(Contender("mithril-locks Redlock (threads)", "peer", None, why))
+        else:
+            from mithril.backends import RedlockBackend as MithrilRedlock
+            from mithril.backends import RedlockConfig
+
+            from .redis import _quiet_mithril
+
+            _quiet_mithril()
+            backend = MithrilRedlock(
+                RedlockConfig(
+                    instances=sync,
+                    fencing_provider=mithril.RedisFencingTokenProvider(sync[0]),
+                )
+            )
+            stack.callback(backend.close)
+
+            def mithril_sync() -> SyncLock:
+                held: list[Any] = []
+
+                def acquire() -> bool:
+                    lock = mithril.Lock(f"{name}:mith", backend=backend, ttl=30, timeout=1)
                     try:
-                        best[label] = max(best.get(label, 0.0), await rate(step, self.duration))
-                    except Exception as exc:  # a peer that breaks is reported, not fatal
-                        failed[label] = f"{type(exc).__name__}: {exc}"
-                        del steps[label]
-            after = dict(backend.statistics().requests)
-        floor_rate = best.pop(next(iter(best)))
-        self.add(
-            f"{count} masters, uncontended: floor (2 raw fan-out rounds)",
-            {"cycles_per_s": floor_rate},
-        )
-        rounds_per_cycle = (after.get("acquire", 0) - before.get("acquire", 0)) / max(
-            1, (after.get("release", 0) - before.get("release", 0))
-        )
-        for label, cycles in best.items():
-            figures = {"cycles_per_s": cycles, "ratio_to_floor": cycles / floor_rate}
-            checks = []
-            if label == "lockkit":
-                fences = after.get("fence", 0) - before.get("fence", 0)
-                figures["write_back_rounds"] = float(fences)
-                figures["acquire_rounds_per_cycle"] = rounds_per_cycle
-                checks.append(check("ratio_to_floor", cycles / floor_rate, 0.8))
-            self.add(f"{count} masters, uncontended: {label}", figures, checks)
-        for label, why in failed.items():
-            self.results.append(
-                Result(SUITE, f"{count} masters, uncontended: {label}", {}, why, failed=True)
-            )
+                        lock.acquire()
+                    except mithril.LockTimeoutError:
+                        return False
+                    held.append(lock)
+                    return True
 
-    # -- 2. contended --------------------------------------------------------------------
+                return acquire, lambda: held.pop().release()
 
-    async def measure_contended(self, count: int, tasks: int = 8) -> None:
-        async with lockkit.connect(self.url(count)) as a, lockkit.connect(self.url(count)) as b:
-            figures = await contended(
-                [a, b], f"{self.base}:{count}:contended", tasks, self.duration
-            )
-        self.add(
-            f"{count} masters, contended {tasks} tasks: lockkit",
-            figures,
-            [check("max_turns_waited", figures["max_turns_waited"], tasks - 1, exactly=True)],
-        )
+            thread_lock("mithril-locks Redlock (threads)", mithril_sync)
+        return out
+
+    async def measure(self, count: int, tasks: int | None) -> None:
+        scenario = f"{count} masters, " + ("uncontended" if tasks is None else f"contended {tasks}")
+        name = f"{self.base}:{count}:{tasks or 0}"
+        async with contextlib.AsyncExitStack() as stack:
+            contenders = await self.contenders(stack, count, name, tasks)
+            primary = "cycles_per_s" if tasks is None else "acquisitions_per_s"
+            self.results += await interleave(SUITE, scenario, contenders, self.duration, primary)
 
 
 async def run(duration: float) -> list[Result]:
@@ -210,10 +262,10 @@ async def run(duration: float) -> list[Result]:
         suite = _Suite(hosts, duration)
         _versions["redlock"] = "5 independent redis-server masters"
         for count in (3, 5):
-            await suite.section(
-                f"{count} masters, uncontended", 300, lambda c=count: suite.measure_uncontended(c)
-            )
-            await suite.section(
-                f"{count} masters, contended", 120, lambda c=count: suite.measure_contended(c)
-            )
+            for tasks in (None, *TASKS):
+                await suite.section(
+                    f"{count} masters, {tasks or 'no'} tasks",
+                    900,
+                    lambda c=count, t=tasks: suite.measure(c, t),
+                )
         return suite.results
