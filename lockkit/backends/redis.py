@@ -75,7 +75,6 @@ import collections
 import functools
 import logging
 import math
-import re
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, ClassVar, final
@@ -94,9 +93,7 @@ from .._core._backend import (
     Grant,
     HolderInfo,
     LockInfo,
-    OwnerRecord,
     Renewal,
-    WaiterInfo,
     current_task_name,
     owner_record,
     task_field,
@@ -126,7 +123,9 @@ from .._drivers.redis.scripts import (
     REFRESH,
     RELEASE,
     LockKeys,
-    encode_name,
+    inspect_records,
+    name_scan,
+    text,
 )
 from .._drivers.redis.topology import AppClient, Executor, Topology
 from .._drivers.redis.wakeups import Listen, Wakeups
@@ -143,13 +142,6 @@ CLAIM_WINDOW = 2.0
 BATCH = 500
 #: Queue entries :meth:`RedisBackend.inspect` lists.
 INSPECT_QUEUE = 100
-_GLOB = re.compile(r"([*?\[\]\\])")
-_ENCODED = re.compile(r"%(25|7B|7D)")
-_DECODED = {"25": "%", "7B": "{", "7D": "}"}
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
 
 def _ms(seconds: float) -> int:
@@ -464,41 +456,22 @@ class RedisBackend(Backend):
             [keys.owner, keys.fence, keys.queue, keys.liveness, keys.record],
             [INSPECT_QUEUE],
         )
-        value, pttl, token, queued, record = reply[:5]
+        value, pttl, token, queued = reply[:4]
+        owner = text(value).lstrip("~") if value else None
+        record, waiters = inspect_records(reply, owner)
         holder = None
-        if value:
-            owner = _text(value).lstrip("~")
-            found = None
-            if record:  # "owner\nrecord" of the last holder granted: is it this one?
-                of, _, text = _text(record).partition("\n")
-                found = OwnerRecord.decode(text) if of == owner else None
-            holder = HolderInfo(owner, int(token or 0), pttl / 1000 if pttl >= 0 else None, found)
-        waiters = []
-        for i in range(5, len(reply) - 2, 3):
-            member, score, text = reply[i : i + 3]
-            waiters.append(
-                WaiterInfo(
-                    _text(member).partition(":")[2],
-                    int(float(score)),
-                    OwnerRecord.decode(text or None),
-                )
-            )
-        return LockInfo(name, holder, int(queued), tuple(waiters))
+        if owner is not None:
+            expires = pttl / 1000 if pttl >= 0 else None
+            holder = HolderInfo(owner, int(token or 0), expires, record)
+        return LockInfo(name, holder, int(queued), waiters)
 
     async def list_names(self, prefix: str = "") -> list[str]:
         executor = self._open_executor()
-        head = f"{self.options.prefix}{{"
-        pattern = _GLOB.sub(r"\\\1", head + encode_name(prefix)) + "*}:[oq]"
+        pattern, name_of = name_scan(self.options.prefix, prefix)
         self._requests["scan"] += 1
         with map_errors(REDIS_ERRORS, "list lock names"):
             keys = await executor.scan(pattern)
-        names = set()
-        for key in keys:
-            text = _text(key)
-            if text.startswith(head) and text.endswith(("}:o", "}:q")):
-                encoded = text[len(head) : -3]
-                names.add(_ENCODED.sub(lambda m: _DECODED[m.group(1)], encoded))
-        return sorted(n for n in names if n.startswith(prefix))
+        return sorted({n for n in map(name_of, keys) if n is not None})
 
     async def force_release(self, name: str) -> int | None:
         """Reads the holder, then releases for it (handing the lock to the next waiter):
@@ -508,7 +481,7 @@ class RedisBackend(Backend):
         value, _, token, _ = await self._eval(INSPECT, [keys.owner, keys.fence, keys.queue], [])
         if not value:
             return None
-        if not await self._leave(keys, _text(value).lstrip("~"), last=False):
+        if not await self._leave(keys, text(value).lstrip("~"), last=False):
             return None
         return int(token or 0)
 

@@ -90,6 +90,9 @@ from .._core._backend import (
     HolderInfo,
     LockInfo,
     Renewal,
+    current_task_name,
+    owner_record,
+    task_field,
 )
 from .._core._errors import BackendUnavailable, ConfigurationError, LockError, LockUsageError
 from .._core._options import TlsOptions, as_bool, as_seconds, option, parse_options
@@ -98,7 +101,17 @@ from .._core._waiting import Listening, Seat, Turn, WaitRoom, wait_turn
 from .._drivers.redis.errors import DRIVER_ERRORS, driver_error, is_refused
 from .._drivers.redis.options import as_prefix
 from .._drivers.redis.resp import Arg, ConnectOptions, Encoded, Script
-from .._drivers.redis.scripts import ACQUIRE, EXTEND, INSPECT, REFRESH, RELEASE, LockKeys, load
+from .._drivers.redis.scripts import (
+    ACQUIRE,
+    EXTEND,
+    INSPECT,
+    REFRESH,
+    RELEASE,
+    LockKeys,
+    inspect_records,
+    load,
+    name_scan,
+)
 from .._drivers.redis.topology import AppClient, Executor, Single
 from .._drivers.redis.wakeups import Listen, Wakeups
 
@@ -115,6 +128,8 @@ CLAIM_WINDOW = 2.0
 #: Seconds the other masters' answers are still awaited once a round is decided.
 LATE = 0.02
 BATCH = 500
+#: Queue entries :meth:`RedlockBackend.inspect` lists.
+INSPECT_QUEUE = 100
 #: A round's result for a master that did not answer in time.
 MISSING: Final = object()
 
@@ -177,6 +192,8 @@ class _Attempt:
     stamp: int
     #: when the caller stops waiting (clock time)
     deadline: float
+    #: the owner record's task field (see :func:`owner_record`)
+    task: str = "null"
 
 
 @final
@@ -192,7 +209,14 @@ class RedlockBackend(Backend):
     kind: ClassVar[str] = "redlock"
     schemes: ClassVar[tuple[str, ...]] = ("redlock", "redlocks")
     capabilities: ClassVar[frozenset[Capability]] = frozenset(
-        {Capability.FAIR, Capability.DISTRIBUTED, Capability.BATCH_RENEW, Capability.NOTIFY}
+        {
+            Capability.FAIR,
+            Capability.DISTRIBUTED,
+            Capability.BATCH_RENEW,
+            Capability.NOTIFY,
+            Capability.LIST,
+            Capability.FORCE_RELEASE,
+        }
     )
 
     def __init__(self, masters: Sequence[_Master], options: RedlockLockOptions) -> None:
@@ -432,6 +456,7 @@ class RedlockBackend(Backend):
             claim.ttl,
             self.wall_us(),
             math.inf if not timeout else self.clock.now() + timeout,
+            task_field(current_task_name()),
         )
         ctx = self.context
         return await wait_turn(
@@ -461,6 +486,7 @@ class RedlockBackend(Backend):
             self._acquire_tail,
             floor,
             att.stamp,
+            owner_record(field=att.task),
         )
 
         def decided(results: list[Any]) -> bool:
@@ -618,7 +644,11 @@ class RedlockBackend(Backend):
     async def inspect(self, name: str) -> LockInfo:
         keys = self.keys(name)
         replies = await self._round(
-            lambda m: self._ex(m).evalsha(INSPECT, [keys.owner, keys.fence, keys.queue], []),
+            lambda m: self._ex(m).evalsha(
+                INSPECT,
+                [keys.owner, keys.fence, keys.queue, keys.liveness, keys.record],
+                [INSPECT_QUEUE],
+            ),
             "inspect",
             None,
         )
@@ -635,8 +665,27 @@ class RedlockBackend(Backend):
             mine = [r for r in answers if r[0] and r[0].decode().lstrip("~") == owner]
             pttls = sorted((int(r[1]) for r in mine if int(r[1]) >= 0), reverse=True)
             left = pttls[min(len(pttls), self.quorum) - 1] / 1000 if pttls else None
-            holder = HolderInfo(owner, max(int(r[2] or 0) for r in mine), left)
-        return LockInfo(name, holder, max((int(r[3]) for r in answers), default=0))
+            record = next(filter(None, (inspect_records(r, owner)[0] for r in mine)), None)
+            holder = HolderInfo(owner, max(int(r[2] or 0) for r in mine), left, record)
+        # every master orders the same waiters the same way: the longest queue shows them
+        longest = max(answers, key=lambda r: int(r[3]), default=None)
+        queue = inspect_records(longest, None)[1] if longest is not None else ()
+        return LockInfo(name, holder, max((int(r[3]) for r in answers), default=0), queue)
+
+    async def list_names(self, prefix: str = "") -> list[str]:
+        """The names found on the masters that answer (a majority must)."""
+        pattern, name_of = name_scan(self.options.prefix, prefix)
+        replies = await self._round(lambda m: self._ex(m).scan(pattern), "list", None)
+        self._need_quorum(replies, "list lock names")
+        names = {name_of(k) for r in replies if isinstance(r, list) for k in r}
+        return sorted(n for n in names if n is not None)
+
+    async def force_release(self, name: str) -> int | None:
+        """Releases on every master for the holder a majority names (and only for it)."""
+        info = await self.inspect(name)
+        if info.holder is None or not await self.release(name, info.holder.owner):
+            return None
+        return info.holder.token
 
     async def _keep_queue_alive(self) -> None:
         """While this client has waiters, refresh their queue entries on every master."""

@@ -27,6 +27,7 @@ BACKENDS = [
     pytest.param("redis_server", marks=pytest.mark.redis, id="redis"),
     pytest.param("zookeeper_server", marks=pytest.mark.zookeeper, id="zookeeper"),
     pytest.param("etcd_server", marks=pytest.mark.etcd, id="etcd"),
+    pytest.param("redis_masters", marks=pytest.mark.redlock, id="redlock"),
 ]
 
 

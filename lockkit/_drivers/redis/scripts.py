@@ -9,9 +9,12 @@ The Redis guard's scripts (``guard_*.lua``) are loaded the same way behind
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable, Sequence
 from importlib import resources
-from typing import final
+from typing import Any, final
 
+from ..._core._backend import OwnerRecord, WaiterInfo
 from .resp import Encoded, Script
 
 __all__ = (
@@ -21,9 +24,13 @@ __all__ = (
     "REFRESH",
     "RELEASE",
     "LockKeys",
+    "decode_name",
     "encode_name",
+    "inspect_records",
     "load",
+    "name_scan",
     "source",
+    "text",
 )
 
 
@@ -51,6 +58,56 @@ def encode_name(name: str) -> str:
     """``name`` with ``%``, ``{`` and ``}`` percent-encoded: distinct names give
     distinct keys, and none can pick its own Cluster hash tag."""
     return name.replace("%", "%25").replace("{", "%7B").replace("}", "%7D")
+
+
+_ENCODED = re.compile(r"%(25|7B|7D)")
+_DECODED = {"25": "%", "7B": "{", "7D": "}"}
+_GLOB = re.compile(r"([*?\[\]\\])")
+
+
+def decode_name(encoded: str) -> str:
+    """The name :func:`encode_name` made ``encoded`` from."""
+    return _ENCODED.sub(lambda m: _DECODED[m.group(1)], encoded)
+
+
+def text(value: bytes | str) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+
+
+def name_scan(prefix: str, name_prefix: str) -> tuple[str, Callable[[bytes | str], str | None]]:
+    """The SCAN pattern for the owner and queue keys of the names starting with
+    ``name_prefix``, and a function giving the name of a key found (None for another)."""
+    head = f"{prefix}{{"
+    pattern = _GLOB.sub(r"\\\1", head + encode_name(name_prefix)) + "*}:[oq]"
+
+    def name_of(key: bytes | str) -> str | None:
+        found = text(key)
+        if not (found.startswith(head) and found.endswith(("}:o", "}:q"))):
+            return None
+        name = decode_name(found[len(head) : -3])
+        return name if name.startswith(name_prefix) else None
+
+    return pattern, name_of
+
+
+def inspect_records(
+    reply: Sequence[Any], owner: str | None
+) -> tuple[OwnerRecord | None, tuple[WaiterInfo, ...]]:
+    """The holder's record (if the record key names ``owner``) and the queue, from the
+    reply of ``inspect.lua`` given all five keys."""
+    record = None
+    if owner is not None and len(reply) > 4 and reply[4]:
+        of, _, data = text(reply[4]).partition("\n")
+        record = OwnerRecord.decode(data) if of == owner else None
+    waiters = [
+        WaiterInfo(
+            text(reply[i]).partition(":")[2],
+            int(float(reply[i + 1])),
+            OwnerRecord.decode(reply[i + 2] or None),
+        )
+        for i in range(5, len(reply) - 2, 3)
+    ]
+    return record, tuple(waiters)
 
 
 @final
