@@ -16,7 +16,10 @@ help:
 	@echo "make docs       the documentation site into site/ (a warning fails the build)"
 	@echo "make mutants    deliberate bugs the tests must catch; fails if one survives"
 	@echo "make demo       inventory demo on the embedded memory:// backend (URL=... for another)"
-	@echo "make bench      benchmarks, JSON into benchmarks/results/"
+	@echo "make bench      every suite and contender, interleaved (~12 min on 2 cores); JSON,"
+	@echo "                 Markdown and PNG charts into benchmarks/results/latest/"
+	@echo "                 (BENCH_ARGS='--quick' for ~2 min; --help for slices)"
+	@echo "make bench-smoke  tiny durations: fails unless every contender ran (CI)"
 	@echo "make bench-compare BASELINE=<git ref> [COMPARE_ARGS=--quick]"
 	@echo "                 Redis figures of <ref> and this tree, interleaved in one run"
 
@@ -70,9 +73,21 @@ mutants: deps
 demo: install
 	$(PY) -m lockkit demo $(if $(URL),--url '$(URL)',)
 
-bench: deps
+BENCH_STAMP := $(VENV)/.bench-$(shell cat benchmarks/requirements*.txt | sha1sum | cut -c1-12)
+
+bench-deps: deps $(BENCH_STAMP)
+
+$(BENCH_STAMP): benchmarks/requirements.txt benchmarks/requirements-nodeps.txt
 	$(PY) -m pip install -q --disable-pip-version-check -r benchmarks/requirements.txt
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps -r benchmarks/requirements-nodeps.txt
+	@rm -f $(VENV)/.bench-*
+	@touch $@
+
+bench: bench-deps
 	$(PY) -m benchmarks $(BENCH_ARGS)
+
+bench-smoke: bench-deps
+	$(PY) -m benchmarks --smoke --out $${TMPDIR:-/tmp}/lockkit-bench-smoke $(BENCH_ARGS)
 
 # A temporary worktree of $(BASELINE) is version A, this tree version B.
 bench-compare: deps
