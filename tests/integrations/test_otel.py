@@ -3,6 +3,7 @@ reader."""
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -223,8 +224,9 @@ async def test_global_instrumentation_reaches_every_client(telemetry: Telemetry)
     assert len(telemetry.spans("lockkit.hold")) == 2
 
 
-async def test_the_global_providers_by_default() -> None:
+async def test_the_global_providers_by_default(caplog: pytest.LogCaptureFixture) -> None:
     """With only the API, the global providers are no-ops: nothing breaks, nothing kept."""
+    caplog.set_level(logging.WARNING, logger="lockkit")  # no DEBUG log listener either
     assert isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
     async with lockkit.connect("memory://") as locks:
         otel.instrument(locks)

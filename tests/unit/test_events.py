@@ -264,7 +264,6 @@ async def test_process_wide_listeners_reach_open_clients() -> None:
 async def test_debug_records_carry_fields(
     caplog: pytest.LogCaptureFixture, clock: VirtualClock
 ) -> None:
-    logging.getLogger("lockkit").setLevel(logging.DEBUG)
     with caplog.at_level(logging.DEBUG, "lockkit"):
         async with lockkit.connect("memory://", clock=clock) as locks:
             assert locks.session.events is not None  # the log listener
