@@ -31,9 +31,11 @@ that cannot be reached raises :class:`~lockkit.BackendUnavailable` there, refuse
 credentials :class:`~lockkit.ConfigurationError`.
 
 Layout: a lock named N lives in keys ``{prefix}{N'}:o`` (owner, with the lease as PX),
-``:f`` (last token), ``:q`` (queue) and ``:l`` (liveness of queued clients), where N'
-is N with ``%``, ``{`` and ``}`` percent-encoded: all keys of a lock share one Cluster
-slot and no two names share keys. Only ``:f`` outlives the lock, for ``fence_keep``.
+``:f`` (last token), ``:q`` (queue), ``:l`` (liveness of queued clients, and each
+waiter's owner record) and ``:h`` (the holder's owner id and owner record: host, pid,
+task, since, for operators), where N' is N with ``%``, ``{`` and ``}`` percent-encoded:
+all keys of a lock share one Cluster slot and no two names share keys. Only ``:f``
+outlives the lock, for ``fence_keep`` (``:h`` too when its holder dies without releasing).
 
 Tokens: ``max(last token + 1, server TIME in microseconds)``, minted in the same script
 that takes the lock. They strictly increase while the last-token key survives; once it
