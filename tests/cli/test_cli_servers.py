@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -210,3 +211,21 @@ async def test_watch_follows_changes(url: str) -> None:
         held = [s["holder"] is not None for s in states]
         assert held == [False, True, False], out
         assert states[1]["holder"]["record"]["pid"] == os.getpid()
+
+
+def test_watch_ends_cleanly_on_ctrl_c(url: str) -> None:
+    env = {**os.environ, "LOCKKIT_URL": url}
+    watch = subprocess.Popen(
+        [sys.executable, "-m", "lockkit", "watch", unique("ctrl-c"), "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env=env,
+    )
+    assert watch.stdout is not None
+    first = json.loads(watch.stdout.readline())  # it is following
+    assert first["holder"] is None and first["queue"] == []
+    watch.send_signal(signal.SIGINT)
+    out, err = watch.communicate(timeout=20)
+    assert watch.returncode == 0 and out == "" and err == "", err
