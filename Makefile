@@ -98,5 +98,5 @@ bench-compare: deps
 	$(PY) -m benchmarks.compare --baseline "$$dir" $(COMPARE_ARGS)
 
 clean:
-	rm -rf $(VENV) .services .mypy_cache .ruff_cache .pytest_cache build dist site benchmarks/results
+	rm -rf $(VENV) .services .mypy_cache .ruff_cache .pytest_cache build dist site benchmarks/results/bench-*.json
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
