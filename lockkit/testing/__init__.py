@@ -5,6 +5,8 @@
 * :func:`pause_renewals`: stop a client's watchdog, to simulate a paused holder.
 * :class:`FaultyBackend`: wraps a backend and fails, delays, hangs or loses replies
   per primitive, without a server.
+* :class:`FaultProxy`: a TCP proxy that adds latency, holds, drops, resets or cuts
+  the traffic between a client and a real server.
 * :func:`check_backend` and :data:`CHECKS`: the conformance suite every backend passes.
 * :func:`check_guard` and :data:`GUARD_CHECKS`: the one every guard passes.
 
@@ -22,11 +24,15 @@ from ._faults import FaultyBackend as FaultyBackend
 from ._guards import GUARD_CHECKS as GUARD_CHECKS
 from ._guards import GuardFactory as GuardFactory
 from ._guards import check_guard as check_guard
+from ._proxy import Direction as Direction
+from ._proxy import FaultProxy as FaultProxy
 
 __all__ = (
     "CHECKS",
     "GUARD_CHECKS",
     "ClientFactory",
+    "Direction",
+    "FaultProxy",
     "FaultyBackend",
     "GuardFactory",
     "VirtualClock",
