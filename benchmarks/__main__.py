@@ -86,6 +86,19 @@ class _RichProgress(harness.Progress):
         self.progress.advance(self.current)
 
 
+def _commit() -> str:
+    """The measured tree: ``git describe --always --dirty`` ("-dirty": edits not committed)."""
+    import subprocess
+
+    try:
+        done = subprocess.run(
+            ["git", "describe", "--always", "--dirty"], capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "?"
+    return done.stdout.strip() or "?"
+
+
 def _load() -> tuple[float, ...]:
     try:
         return os.getloadavg()
@@ -105,6 +118,7 @@ async def main_async(
         "duration_s": duration,
         "repeats": harness.REPEATS,
         "load_before": _load(),
+        "commit": _commit(),
         "started": time.strftime("%Y-%m-%d %H:%M:%S %z"),
         "servers": {},
         "suite_seconds": {},

@@ -239,7 +239,8 @@ def machine_lines(env: dict[str, Any]) -> list[str]:
         f"- load average (1, 5, 15 min): {', '.join(f'{x:.2f}' for x in load_before)} before, "
         f"{', '.join(f'{x:.2f}' for x in load_after)} after (a shared machine)",
         f"- servers: {servers or DASH}",
-        f"- lockkit {env.get('lockkit')}; peers: {libraries or DASH}",
+        f"- lockkit {env.get('lockkit')} ({env.get('commit', 'commit not recorded')}); "
+        f"peers: {libraries or DASH}",
         f"- {env.get('repeats')} repetitions of {env.get('duration_s')} s per measurement; "
         f"{env.get('total_seconds', 0):.0f} s in all ({suites})",
     ]
