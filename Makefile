@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 PYTEST_ARGS ?=
 
-.PHONY: help install deps servers fmt lint typecheck test test-unit docs demo bench bench-compare clean
+.PHONY: help install deps servers fmt lint typecheck test test-unit docs demo bench bench-compare clean chaos
 
 help:
 	@echo "make install    create .venv and install lockkit with its dev extras"
@@ -20,6 +20,8 @@ help:
 	@echo "                 Markdown and PNG charts into benchmarks/results/latest/"
 	@echo "                 (BENCH_ARGS='--quick' for ~2 min; --help for slices)"
 	@echo "make bench-smoke  tiny durations: fails unless every contender ran (CI)"
+	@echo "make chaos      workers, one lock and a seeded nemesis on every server backend;"
+	@echo "                 [BACKEND=redis,etcd SECONDS=60 SEED=1]; tables into chaos/results/"
 	@echo "make bench-compare BASELINE=<git ref> [COMPARE_ARGS=--quick]"
 	@echo "                 Redis figures of <ref> and this tree, interleaved in one run"
 
@@ -66,6 +68,12 @@ $(DOCS_STAMP): $(STAMP)
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[docs]'
 	@rm -f $(VENV)/.docs-*
 	@touch $@
+
+BACKEND ?= all
+SECONDS ?= 60
+
+chaos: deps
+	$(PY) -m tests.fault.chaos --backend $(BACKEND) --seconds $(SECONDS) $(if $(SEED),--seed $(SEED),)
 
 mutants: deps
 	$(PY) scripts/mutants.py $(MUTANTS)

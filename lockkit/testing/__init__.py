@@ -7,6 +7,8 @@
   per primitive, without a server.
 * :class:`FaultProxy`: a TCP proxy that adds latency, holds, drops, resets or cuts
   the traffic between a client and a real server.
+* :class:`Event`, :func:`read_history`, :func:`check_history`: a JSON-lines history of
+  lock events from several processes, and the checker of what a lock promises over it.
 * :func:`check_backend` and :data:`CHECKS`: the conformance suite every backend passes.
 * :func:`check_guard` and :data:`GUARD_CHECKS`: the one every guard passes.
 
@@ -24,6 +26,11 @@ from ._faults import FaultyBackend as FaultyBackend
 from ._guards import GUARD_CHECKS as GUARD_CHECKS
 from ._guards import GuardFactory as GuardFactory
 from ._guards import check_guard as check_guard
+from ._history import Event as Event
+from ._history import HistoryReport as HistoryReport
+from ._history import Violation as Violation
+from ._history import check_history as check_history
+from ._history import read_history as read_history
 from ._proxy import Direction as Direction
 from ._proxy import FaultProxy as FaultProxy
 
@@ -32,11 +39,16 @@ __all__ = (
     "GUARD_CHECKS",
     "ClientFactory",
     "Direction",
+    "Event",
     "FaultProxy",
     "FaultyBackend",
     "GuardFactory",
+    "HistoryReport",
+    "Violation",
     "VirtualClock",
     "check_backend",
     "check_guard",
+    "check_history",
     "pause_renewals",
+    "read_history",
 )
