@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 PYTEST_ARGS ?=
 
-.PHONY: help install deps servers fmt lint typecheck test test-unit docs demo bench bench-compare clean chaos
+.PHONY: help install deps servers fmt lint typecheck test test-unit docs demo bench bench-deps bench-smoke bench-compare clean chaos
 
 help:
 	@echo "make install    create .venv and install lockkit with its dev extras"
