@@ -82,12 +82,14 @@ class ConnectOptions:
 class Script:
     """A Lua script known by its SHA1."""
 
-    __slots__ = ("name", "sha", "source")
+    __slots__ = ("head", "name", "sha", "source")
 
     def __init__(self, name: str, source: str) -> None:
         self.name = name
         self.source = source.encode()
         self.sha = hashlib.sha1(self.source, usedforsecurity=False).hexdigest().encode()
+        #: ``EVALSHA <sha>`` encoded once (the command's first two arguments)
+        self.head = b"$7\r\nEVALSHA\r\n$%d\r\n%b\r\n" % (len(self.sha), self.sha)
 
 
 @final
@@ -117,25 +119,44 @@ def fixed(node: tuple[str, int]) -> Address:
 
 
 def _encode(args: Sequence[Arg]) -> bytes:
+    count, parts = _encode_parts(args, [b""])
+    parts[0] = b"*%d\r\n" % count
+    return b"".join(parts)
+
+
+def _encode_parts(args: Sequence[Arg], parts: list[bytes]) -> tuple[int, list[bytes]]:
+    """Append the bulk strings of ``args`` to ``parts``; returns how many there are.
+    Dispatches on the exact type first (the hot path), then on subclasses."""
     count = 0
-    parts = [b""]
     append = parts.append
     for arg in args:
-        if isinstance(arg, bytes):
-            data = arg
-        elif isinstance(arg, str):
+        if type(arg) is str:
             data = arg.encode()
+        elif type(arg) is bytes:
+            data = arg
         elif isinstance(arg, Encoded):
             count += arg.count
             append(arg.data)
             continue
         elif isinstance(arg, int):
             data = b"%d" % arg
+        elif isinstance(arg, bytes):
+            data = arg
+        elif isinstance(arg, str):
+            data = arg.encode()
         else:
             data = repr(arg).encode()
         count += 1
         append(b"$%d\r\n%b\r\n" % (len(data), data))
-    parts[0] = b"*%d\r\n" % count
+    return count, parts
+
+
+def _evalsha(script: Script, keys: Sequence[Arg], args: Sequence[Arg]) -> bytes:
+    """``EVALSHA sha numkeys keys... args...`` encoded (the script's head is cached)."""
+    nkeys, parts = _encode_parts(keys, [b"", script.head, b""])
+    parts[2] = b"$%d\r\n%d\r\n" % (len(b"%d" % nkeys), nkeys)
+    count, parts = _encode_parts(args, parts)
+    parts[0] = b"*%d\r\n" % (nkeys + count + 3)
     return b"".join(parts)
 
 
@@ -350,8 +371,7 @@ class RespConnection:
         protocol = self._protocol
         if protocol is None or protocol.closed:
             protocol = await self._get()
-        nkeys = sum(k.count if isinstance(k, Encoded) else 1 for k in keys)
-        command = _encode((b"EVALSHA", script.sha, nkeys, *keys, *args))
+        command = _evalsha(script, keys, args)
         try:
             return await protocol.send(command)
         except RespError as exc:
