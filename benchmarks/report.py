@@ -167,8 +167,12 @@ def _table(head: list[str], rows: list[list[str]], align: str | None = None) -> 
     return lines
 
 
-def markdown(results: list[Result], env: dict[str, Any], images: str | None) -> str:
-    """The tables of one run (``images``: the folder the PNGs are linked from)."""
+def markdown(
+    results: list[Result], env: dict[str, Any], images: str | None, charted: Iterable[str] = ()
+) -> str:
+    """The tables of one run (``images``: the folder the PNGs are linked from;
+    ``charted``: the suites that have one)."""
+    charted = set(charted)
     out = [f"Run of {env.get('started', '?')} ({env.get('mode', 'full')})", ""]
     out += [*machine_lines(env), ""]
     out += ["### Summary: lockkit against the floors and the peers", ""]
@@ -186,7 +190,7 @@ def markdown(results: list[Result], env: dict[str, Any], images: str | None) -> 
         by_suite.setdefault(r.suite, []).append(r)
     for suite, rows in by_suite.items():
         out += ["", f"### {suite}", ""]
-        if images:
+        if images and suite in charted:
             out += [f"![{suite}]({images}/{suite}.png)", ""]
         for (s, scenario), group in scenarios(rows).items():
             del s
@@ -322,7 +326,10 @@ def render(
         old.unlink()
     pngs = charts(results, latest) if with_charts else []
     md = latest / "results.md"
-    md.write_text("# lockkit benchmarks\n\n" + markdown(results, env, "." if pngs else None))
+    md.write_text(
+        "# lockkit benchmarks\n\n"
+        + markdown(results, env, "." if pngs else None, (p.stem for p in pngs))
+    )
     written = [md, *pngs]
     if docs:
         written += publish(results, env, pngs)
@@ -339,7 +346,7 @@ def publish(results: list[Result], env: dict[str, Any], pngs: list[Path]) -> lis
         target = DOCS_IMAGES / png.name
         shutil.copyfile(png, target)
         copied.append(target)
-    body = markdown(results, env, "benchmarks" if pngs else None)
+    body = markdown(results, env, "benchmarks" if pngs else None, (p.stem for p in pngs))
     page = DOCS_PAGE.read_text() if DOCS_PAGE.exists() else f"# Benchmarks\n\n{START}\n{END}\n"
     if START not in page or END not in page:
         page += f"\n{START}\n{END}\n"
