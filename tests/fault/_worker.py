@@ -49,7 +49,8 @@ async def cycle(
     args: argparse.Namespace,
     rng: random.Random,
 ) -> None:
-    lock = locks.lock(args.resource, ttl=args.ttl, on_lost="raise")
+    # a bounded wait: a waiter that is never woken shows as timeouts, and still stops
+    lock = locks.lock(args.resource, ttl=args.ttl, timeout=args.wait, on_lost="raise")
     token: int | None = None
     log("acquire")
     try:
@@ -131,6 +132,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--id", required=True)
     parser.add_argument("--stop", required=True)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--wait", type=float, default=5.0, help="acquire timeout, seconds")
     return parser.parse_args(argv)
 
 

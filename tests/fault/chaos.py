@@ -13,7 +13,8 @@ seeded by ``--seed``, picks one fault at a time:
   persistence, so a restart forgets every lock);
 * ``cut_holder``: cut the holder's proxies (black-holed or reset) for 0.5-3 s;
 * ``latency``: 50-300 ms each way on the holder's proxies for a few seconds;
-* ``expire_jump`` (Redis, Redlock): PEXPIREAT the lock's owner key to within 300 ms,
+* ``failover`` (Sentinel, instead of restarts): ``SENTINEL FAILOVER``;
+* ``expire_jump`` (Redis, Redlock, Sentinel): PEXPIREAT the lock's owner key to within 300 ms,
   what a server whose clock jumped forward would do.
 
 ZooKeeper runs with ``session_timeout=2`` and etcd with ``lease_ttl=2`` (their defaults
@@ -52,11 +53,11 @@ from lockkit.guards.redis import RedisGuard
 from lockkit.testing import Event, FaultProxy, HistoryReport, check_history, read_history
 from tests.servers._base import ProcessServer
 from tests.servers._pool import ServerPool
-from tests.servers.redis import RedisServer
+from tests.servers.redis import RedisSentinelGroup, RedisServer
 
 ROOT: Final = Path(__file__).resolve().parents[2]
 RESULTS: Final = ROOT / "chaos" / "results"
-BACKENDS: Final = ("redis", "redlock", "zookeeper", "etcd")
+BACKENDS: Final = ("redis", "redlock", "zookeeper", "etcd", "sentinel")
 RESOURCE: Final = "chaos:counter"
 #: what must not appear in a worker's stderr or in its log file (where the drivers'
 #: and asyncio's logging goes); a traceback on stderr is a worker that crashed
@@ -86,18 +87,29 @@ class Setup:
     #: how long a crashed client's locks stay taken (its session or lease), if longer
     #: than the lock's ttl: liveness is checked against 2 x max(ttl, this) + 1 s
     crash_ttl: float = 0.0
+    #: what the URL names, if not ``servers`` (the Sentinels)
+    endpoints: list[ProcessServer] = dataclasses.field(default_factory=list)
+    path: str = ""
+    sentinel: RedisSentinelGroup | None = None
 
     def url(self, hostports: Sequence[str]) -> str:
-        url = f"{self.scheme}://{','.join(hostports)}"
-        if self.scheme == "redis":
-            url += "/0"
+        url = f"{self.scheme}://{','.join(hostports)}{self.path}"
         return url + (f"?{self.query}" if self.query else "")
+
+    def named(self) -> list[ProcessServer]:
+        return self.endpoints or self.servers
+
+    def redis_targets(self) -> list[RedisServer]:
+        """Where an expiry jump goes: every master, or the Sentinels' primary."""
+        if self.sentinel is not None:
+            return [self.sentinel.primary()]
+        return self.redis_nodes
 
 
 def build(pool: ServerPool, backend: str) -> Setup:
     if backend == "redis":
         server = pool.redis()
-        return Setup(backend, [server], "redis", "timeout=0.5", redis_nodes=[server])
+        return Setup(backend, [server], "redis", "timeout=0.5", redis_nodes=[server], path="/0")
     if backend == "redlock":
         masters = pool.redis_masters(3)
         nodes = list(masters.nodes)
@@ -121,6 +133,19 @@ def build(pool: ServerPool, backend: str) -> Setup:
             "lease_ttl=2",
             leader=cluster.leader,
             crash_ttl=2.0,
+        )
+    if backend == "sentinel":
+        group = pool.redis_sentinel(replicas=1, sentinels=3)
+        return Setup(
+            backend,
+            list(group.nodes),
+            "redis+sentinel",
+            "timeout=0.5",
+            redis_nodes=list(group.nodes),
+            leader=group.primary,
+            endpoints=list(group.sentinels),
+            path=f"/{group.service_name}",
+            sentinel=group,
         )
     raise SystemExit(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
 
@@ -190,7 +215,7 @@ class Run:
             )
 
     async def start_workers(self) -> None:
-        endpoints = [s.address for s in self.setup.servers]
+        endpoints = [s.address for s in self.setup.named()]
         for index in range(self.count):
             proxies = [FaultProxy(address) for address in endpoints]
             for proxy in proxies:
@@ -226,8 +251,11 @@ class Run:
         self.nemesis_log.flush()
 
     def faults(self) -> list[str]:
-        kinds = ["pause_holder", "kill_holder", "pause_server", "restart_server", "cut_holder"]
-        kinds.append("latency")
+        kinds = ["pause_holder", "kill_holder", "pause_server", "cut_holder", "latency"]
+        if self.setup.sentinel is None:
+            kinds.append("restart_server")
+        else:  # a restarted primary without persistence would replicate its emptiness
+            kinds.append("failover")
         if self.setup.redis_nodes:
             kinds.append("expire_jump")
         return kinds
@@ -288,9 +316,19 @@ class Run:
             server = self.server()
             self.log("fault_start", f"restart_server {server.name}")
             await asyncio.to_thread(server.restart)
+        elif kind == "failover":
+            assert self.setup.sentinel is not None
+            self.log("fault_start", "failover")
+            with contextlib.suppress(Exception):
+                sentinel = rng.choice(self.setup.sentinel.sentinels)
+                sentinel.call("SENTINEL", "FAILOVER", self.setup.sentinel.service_name)
+                await asyncio.sleep(rng.uniform(1.0, 3.0))
         elif kind == "expire_jump":
-            node = rng.choice(self.setup.redis_nodes)
-            key = f"lockkit:{RESOURCE}:o"
+            try:
+                node = rng.choice(self.setup.redis_targets())
+            except Exception:
+                node = rng.choice(self.setup.redis_nodes)
+            key = "lockkit:{" + RESOURCE + "}:o"  # the Redis layout: {prefix}{N}:o
             ms = int(rng.uniform(0, 0.3) * 1000)
             self.log("fault_start", f"expire_jump {node.name} +{ms}ms")
             with contextlib.suppress(Exception):
@@ -339,7 +377,7 @@ class Run:
 
     async def leftovers(self) -> list[str]:
         """What the servers still hold, polled until ``2 x ttl + session`` passed."""
-        url = self.setup.url([s.hostport for s in self.setup.servers])
+        url = self.setup.url([s.hostport for s in self.setup.named()])
         found: list[str] = []
         deadline = now() + 2 * self.ttl + 6
         while True:
@@ -364,6 +402,7 @@ async def run_backend(
     backend: str, seconds: float, seed: int, ttl: float, workers: int, out: Path
 ) -> tuple[HistoryReport, dict[str, Any]]:
     pool = ServerPool("chaos")
+    run: Run | None = None
     try:
         setup = build(pool, backend)
         guard_server = pool.redis()
@@ -409,6 +448,10 @@ async def run_backend(
         }
         return report, meta
     finally:
+        for worker in run.workers if run is not None else ():
+            if worker.process is not None and worker.process.poll() is None:
+                worker.process.kill()  # an interrupted run leaves no worker behind
+                worker.process.wait()
         pool.close()
 
 
