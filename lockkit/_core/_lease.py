@@ -110,7 +110,8 @@ class Lease:
         #: Whether the watchdog renews it; it enforces the safe deadline either way.
         self.renew = renew
         self.renewing = False
-        self._callbacks: list[Callable[[Lease], None]] = []
+        #: made by the first :meth:`on_lost` (most holds never register one)
+        self._callbacks: list[Callable[[Lease], None]] | None = None
         self._lost_event: anyio.Event | None = None
         #: set while a listener follows this hold (see ._events)
         self.probe: Probe | None = None
@@ -172,14 +173,14 @@ class Lease:
             probe.hold_ended(reason)
         if self._lost_event is not None:
             self._lost_event.set()
-        callbacks, self._callbacks = self._callbacks, []
-        for callback in callbacks:
+        callbacks, self._callbacks = self._callbacks, None
+        for callback in callbacks or ():
             callback(self)
 
     def mark_released(self) -> None:
         if self.state is not LeaseState.LOST:
             self.state = LeaseState.RELEASED
-        self._callbacks.clear()
+        self._callbacks = None
         if (probe := self.probe) is not None:
             self.probe = None
             probe.hold_ended(None)
@@ -189,7 +190,10 @@ class Lease:
         if self.state is LeaseState.LOST:
             callback(self)
         elif self.state is not LeaseState.RELEASED:
-            self._callbacks.append(callback)
+            if self._callbacks is None:
+                self._callbacks = [callback]
+            else:
+                self._callbacks.append(callback)
 
     async def wait_lost(self) -> None:
         """Return when the lease is lost. Never returns for a lease released in time."""
