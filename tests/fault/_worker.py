@@ -68,6 +68,7 @@ async def cycle(
             current = await guard.read_versioned(args.resource)
             value, version = (0, 0) if current is None else (int(current.value), current.version)
             await asyncio.sleep(rng.uniform(0, args.ttl * 0.4))
+            log("write_try", token, value + 1)
             try:
                 await guard.write(args.resource, value + 1, token=tok, expect_version=version)
                 log("write_ok", token, value + 1)

@@ -57,6 +57,24 @@ def test_token_regression_and_lost_update() -> None:
     assert kinds == ["lost_update", "token_regression"]
 
 
+def test_a_write_whose_outcome_nobody_saw_may_have_landed() -> None:
+    """A worker killed (or cut off) between sending its write and logging the reply: the
+    counter may be one higher than the accepted writes, never lower, never two higher."""
+    events = [
+        *clean(),
+        ev(0.6, "c", "granted", 3),
+        ev(0.7, "c", "write_try", 3, 3),  # killed here
+        ev(0.8, "d", "granted", 4),
+        ev(0.9, "d", "write_try", 4, 3),
+        ev(1.0, "d", "write_error", 4, 3),  # the reply was lost
+    ]
+    for final in (2, 3, 4):
+        assert check_history(events, ttl=1, final_values={R: final}).ok, final
+    for final in (1, 5):
+        report = check_history(events, ttl=1, final_values={R: final})
+        assert [v.kind for v in report.violations] == ["lost_update"], final
+
+
 def test_liveness_leftovers_hangs_stderr() -> None:
     report = check_history(
         clean(),
