@@ -375,6 +375,16 @@ class Run:
                         found.append(f"{path.name}: {line.strip()[:200]}")
         return found
 
+    async def probe(self) -> None:
+        """Log the lock's holder and queue as the server reports them (``probe``)."""
+        url = self.setup.url([s.hostport for s in self.setup.named()])
+        try:
+            async with lockkit.connect(url) as locks:
+                info = await locks.inspect(RESOURCE)
+            self.log("probe", repr(info)[:2000])
+        except (lockkit.LockError, OSError) as exc:
+            self.log("probe", f"inspect failed: {exc!r}"[:300])
+
     async def leftovers(self) -> list[str]:
         """What the servers still hold, polled until ``2 x ttl + session`` passed."""
         url = self.setup.url([s.hostport for s in self.setup.named()])
@@ -416,7 +426,9 @@ async def run_backend(
         await asyncio.sleep(1.0)
         await run.nemesis(seconds)
         quiet = 2 * max(ttl, setup.crash_ttl) + 3
-        await asyncio.sleep(quiet)
+        await asyncio.sleep(quiet / 2)
+        await run.probe()  # what the server says mid-quiet, for a liveness violation
+        await asyncio.sleep(quiet / 2)
         hangs = await run.stop_workers()
         run.nemesis_log.close()
         async with RedisGuard.from_url(guard_server.url) as guard:
