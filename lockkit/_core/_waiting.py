@@ -20,7 +20,7 @@ import enum
 import logging
 import math
 import random
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import final
 
 import anyio
@@ -81,6 +81,10 @@ class WaitRoom:
         self.closed = False
         self._leaving = 0
         self._drained = anyio.Event()
+        #: Called with the owner of a wake-up that found no waiter seated: one whose
+        #: first ask is still on its way back, or one whose wait is over (the backend
+        #: tells them apart).
+        self.on_stray: Callable[[str], None] | None = None
 
     def sit(self, name: str, owner: str) -> Seat:
         """Seat ``owner`` as a waiter on ``name``; already woken if a wake-up came first."""
@@ -153,6 +157,8 @@ class WaitRoom:
         if len(self._early) >= EARLY_LIMIT:
             self._early.pop(next(iter(self._early)))
         self._early[owner] = None
+        if self.on_stray is not None:
+            self.on_stray(owner)
 
     def wake_name(self, name: str) -> None:
         """Wake every local waiter on ``name`` (its subscription moved or was lost)."""
@@ -173,6 +179,15 @@ class WaitRoom:
     def names(self) -> list[str]:
         """Names with at least one local waiter."""
         return list(self._by_name)
+
+    def owners(self, name: str) -> list[str]:
+        """The owner ids of the local waiters on ``name``."""
+        return list(self._by_name.get(name, ()))
+
+    def forget(self, owners: Iterable[str]) -> None:
+        """Drop the kept wake-ups of ``owners`` (their waits are over)."""
+        for owner in owners:
+            self._early.pop(owner, None)
 
     async def wait_for_waiters(self) -> None:
         """Return once anyone is waiting (at once if someone already is)."""

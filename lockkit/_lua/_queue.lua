@@ -18,29 +18,27 @@ end
 
 -- The oldest live waiter, purging dead ones ahead of it from the queue.
 -- Returns nil when the queue is empty, false when it holds only dead entries past the
--- walk's bound, else the head's member, client and owner, and whether any were purged.
+-- walk's bound, else the head's member, client and owner.
 -- `now_ms` may be nil: the server's TIME is then read only if there is a head to judge.
 -- A head equal to `me` counts as live (the caller judges itself).
 local function next_live_waiter(queue, liveness, now_ms, me)
-  local purged = false
   for _ = 1, 1000 do
     local head = redis.call('ZRANGE', queue, 0, 0)
     if #head == 0 then
-      return nil, nil, nil, purged
+      return nil, nil, nil
     end
     local client, owner = string.match(head[1], '^([^:]*):(.*)$')
     if head[1] == me then
-      return head[1], client, owner, purged
+      return head[1], client, owner
     end
     now_ms = now_ms or now_ms_of(redis.call('TIME'))
     if tonumber(redis.call('HGET', liveness, client) or '0') > now_ms then
-      return head[1], client, owner, purged
+      return head[1], client, owner
     end
     redis.call('ZREM', queue, head[1]) -- its client stopped refreshing: gone
     redis.call('HDEL', liveness, head[1])
-    purged = true
   end
-  return false, nil, nil, purged
+  return false, nil, nil
 end
 
 -- Wake waiter `owner` of `client` in the way `kind` says:

@@ -35,12 +35,15 @@ elseif not holder then
   if ARGV[5] == '0' then
     granted = true
   else
-    local head, head_client, head_owner, purged =
+    local head, head_client, head_owner =
       next_live_waiter(KEYS[3], KEYS[4], now_ms_of(time), member)
     if head == nil or head == member then
       granted = true
       queued = head ~= nil
-    elseif head and purged then -- the live head may be asleep behind the dead ones
+    elseif head then
+      -- the lock is free and its head has not taken it: the head may be asleep (behind
+      -- dead entries just purged), or gone although its client lives (its leave was
+      -- lost in a failover); wake it, and its client takes the entry out if it is gone
       woken = wake(ARGV[9], ARGV[8], head_client, head_owner)
     end
   end

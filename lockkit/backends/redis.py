@@ -57,6 +57,10 @@ client keeps its queue entries alive with one command per second per contended l
 slot on Cluster); entries of a client that died are skipped after 3 s. A waiter rides out
 an unreachable Redis (a restart, a failover) for up to ``max(10, 3 * timeout)`` seconds
 while its timeout allows, and leaves nothing behind when it gives up or is cancelled.
+A leave that never took effect (a failover dropped it, or it was given up during an
+outage) leaves an entry that looks alive while its client waits on the lock; when the
+lock is handed to it, or found free behind it, its client is woken for a wait it no
+longer has and takes such entries out of its queues (``sweep.lua``) within a round trip.
 
 Failover (Sentinel, Cluster): the client follows the new primary. Locks held on the old
 primary may be lost (asynchronous replication): holders then learn it at their next
@@ -124,6 +128,7 @@ from .._drivers.redis.scripts import (
     INSPECT,
     REFRESH,
     RELEASE,
+    SWEEP,
     LockKeys,
     inspect_records,
     name_scan,
@@ -144,6 +149,10 @@ CLAIM_WINDOW = 2.0
 BATCH = 500
 #: Queue entries :meth:`RedisBackend.inspect` lists.
 INSPECT_QUEUE = 100
+#: A queue entry younger than this is never taken for one whose waiter is gone.
+STRAY_AGE = 1.0
+#: Sweeps for ended waits (see :meth:`RedisBackend._on_stray`) run at most this often.
+SWEEP_EVERY = 0.5
 
 
 def _ms(seconds: float) -> int:
@@ -210,6 +219,11 @@ class RedisBackend(Backend):
         self._release_tail = Encoded(self.client_id, _ms(CLAIM_WINDOW), fair, channel_format, wake)
         self._keys: dict[str, LockKeys] = {}
         self._requests: collections.Counter[str] = collections.Counter()
+        #: owners whose ask (that joins the queue) is in flight
+        self._asking: set[str] = set()
+        #: owners of wake-ups that found their waits over, not swept yet
+        self._strays: dict[str, None] = {}
+        self._sweeping = False
         self._executor: Executor | None = None
         self._wakeups: Wakeups | None = None
         # set by aopen, for the hot path
@@ -256,6 +270,7 @@ class RedisBackend(Backend):
             Listen(self._channel, self.client_id, self.keys, ctx.start_soon)
         )
         self._room, self._listen = wakeups.room, wakeups.listen
+        self._room.on_stray = self._on_stray
         await self.ping()
         ctx.start_soon(self._keep_queue_alive, name="lockkit-redis-queue-keeper")
         # follows failovers where the topology has someone to follow (Sentinel); returns at
@@ -362,6 +377,8 @@ class RedisBackend(Backend):
         if executor is None:
             raise LockUsageError("the Redis backend is not open")
         self._requests["acquire"] += 1
+        if queue:  # a wake-up may come before the reply: not a stray (see _on_stray)
+            self._asking.add(owner)
         started = self.clock.now()  # before the request: a late reply only shortens the lease
         try:  # _eval inlined: this is the hottest call of all
             reply = await executor.evalsha(
@@ -377,6 +394,8 @@ class RedisBackend(Backend):
             )
         except DRIVER_ERRORS as exc:
             raise driver_error(exc, "run the acquire script") from exc
+        finally:
+            self._asking.discard(owner)
         if reply[0] == 1:
             return Turn(Grant(int(reply[1]), started))
         if len(reply) > 3:
@@ -508,6 +527,54 @@ class RedisBackend(Backend):
                         await self._eval(REFRESH, flat, [self.client_id, lease_ms])
                     except LockError as exc:
                         logger.info("could not refresh queue entries: %s", exc)
+
+    def _on_stray(self, owner: str) -> None:
+        """A wake-up found no waiter here and none is asking: the wait of ``owner`` is
+        over, yet the server still had it in line. Its leave never took effect: a
+        failover dropped it (replication is asynchronous) or it was given up during an
+        outage. Liveness is per client, so while this client waits on that lock the
+        entry looks alive and the waiters behind it (or a lock handed to it) would wait
+        for it. Sweep this client's queues: drop its entries whose waits are over."""
+        if owner in self._asking:
+            return  # woken before the reply to its first ask arrived: kept by the room
+        self._strays[owner] = None
+        if not self._sweeping and self._context is not None:
+            self._sweeping = True
+            self._context.start_soon(self._sweep_strays, name="lockkit-redis-sweep")
+
+    async def _sweep_strays(self) -> None:
+        assert self._wakeups is not None
+        room = self._wakeups.room
+        try:
+            while self._strays:
+                gone = set(self._strays)
+                self._strays.clear()
+                room.forget(gone)
+                await self._sweep(gone)
+                await anyio.sleep(SWEEP_EVERY)
+        finally:
+            self._sweeping = False
+
+    async def _sweep(self, gone: set[str]) -> None:
+        """Take out this client's queue entries whose waits are over (older than
+        STRAY_AGE, on every lock it waits on), and any lock handed to one of ``gone``."""
+        assert self._wakeups is not None
+        room = self._wakeups.room
+        for name in room.names():
+            owners = room.owners(name)
+            try:
+                reply = await self._eval(
+                    SWEEP,
+                    (self.keys(name).encoded,),
+                    (self._release_tail, _ms(STRAY_AGE), len(owners), *owners, *gone),
+                )
+            except LockError as exc:
+                logger.info("could not sweep the queue of %r: %s", name, exc)
+                continue
+            if reply[0]:
+                logger.info("took %d ended wait(s) out of the queue of %r", reply[0], name)
+            if len(reply) > 1:
+                await self._publish(reply[1], reply[2])
 
     def __repr__(self) -> str:
         return f"<RedisBackend {self.topology}>"

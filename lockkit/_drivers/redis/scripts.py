@@ -23,6 +23,7 @@ __all__ = (
     "INSPECT",
     "REFRESH",
     "RELEASE",
+    "SWEEP",
     "LockKeys",
     "decode_name",
     "encode_name",
@@ -49,6 +50,7 @@ def load(name: str, *, prelude: bool | str = False) -> Script:
 
 ACQUIRE = load("acquire", prelude=True)
 RELEASE = load("release", prelude=True)
+SWEEP = load("sweep", prelude=True)
 EXTEND = load("extend")
 REFRESH = load("refresh")
 INSPECT = load("inspect")
