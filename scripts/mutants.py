@@ -32,6 +32,7 @@ class Mutant:
 
 
 REDIS = "tests/backends/redis/test_redis_guarantees.py"
+STRAYS = "tests/backends/redis/test_redis_strays.py"
 ZK_BACKEND = "lockkit/backends/zookeeper.py"
 ZK_SESSION = "lockkit/_drivers/zookeeper/session.py"
 ZK_TESTS = "tests/backends/zookeeper"
@@ -162,6 +163,27 @@ MUTANTS: tuple[Mutant, ...] = (
         "            for name in room.names():",
         "            for name in []:",
         (f"{REDIS}::test_a_long_wait_keeps_its_place_in_line",),
+    ),
+    Mutant(
+        "redis free lock does not wake a head that has not taken it",
+        "lockkit/_lua/acquire.lua",
+        "    elseif head then\n",
+        "    elseif false then\n",
+        (f"{STRAYS}::test_a_lost_leave_at_the_head_of_a_free_lock_does_not_block",),
+    ),
+    Mutant(
+        "redis sweep drops live waiters too",
+        "lockkit/_lua/sweep.lua",
+        "if of == client and not waiting[owner] and",
+        "if of == client and",
+        (f"{STRAYS}::test_a_live_waiter_is_never_swept",),
+    ),
+    Mutant(
+        "redis takes a wake-up that overtook its first reply for an ended wait",
+        "lockkit/backends/redis.py",
+        "        if owner in self._asking:\n",
+        "        if False:\n",
+        (f"{STRAYS}::test_a_wake_up_that_overtakes_the_first_reply_is_kept",),
     ),
     Mutant(
         "redis grant counted from the reply",
