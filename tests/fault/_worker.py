@@ -1,9 +1,16 @@
 """One chaos worker process: lock, read-modify-write a counter through a guard, log it.
 
 ``python -m tests.fault._worker --url URL --guard REDIS_URL --resource NAME --ttl 1
---out FILE --id w1.0 --stop STOPFILE --seed N``. Every event is one JSON line
+--out FILE --id w1.0 --stop STOPFILE --seed N [--route HOST:PORT=HOST:PORT ...]``.
+Every event is one JSON line
 (:class:`lockkit.testing.Event`), flushed at once so a SIGKILL loses at most a torn line.
 The worker stops, releasing what it holds and closing its clients, when STOPFILE exists.
+
+``--route A=B`` makes every connection this process opens to address ``A`` go to ``B``
+instead (the event loop's ``create_connection`` is wrapped). The chaos run uses it for
+Redis Cluster: the client learns the nodes' addresses from ``CLUSTER NODES``, so naming
+the worker's proxies in the URL is not enough; with the routes, whatever node address the
+client dials, the bytes pass through that worker's own proxy for the node.
 """
 
 from __future__ import annotations
@@ -94,6 +101,30 @@ async def cycle(
         await asyncio.sleep(0.1)
 
 
+def parse_routes(specs: list[str]) -> dict[tuple[str, int], tuple[str, int]]:
+    routes: dict[tuple[str, int], tuple[str, int]] = {}
+    for spec in specs:
+        source, _, target = spec.partition("=")
+        (host, _, port), (to_host, _, to_port) = source.rpartition(":"), target.rpartition(":")
+        routes[(host, int(port))] = (to_host, int(to_port))
+    return routes
+
+
+def install_routes(routes: dict[tuple[str, int], tuple[str, int]]) -> None:
+    """Send this process's connections to a routed address to its replacement."""
+    if not routes:
+        return
+    loop = asyncio.get_running_loop()
+    create_connection = loop.create_connection
+
+    async def routed(factory: Any, host: Any = None, port: Any = None, **kwargs: Any) -> Any:
+        if host is not None and port is not None:
+            host, port = routes.get((str(host), int(port)), (host, port))
+        return await create_connection(factory, host, port, **kwargs)
+
+    loop.create_connection = routed  # type: ignore[method-assign,assignment]
+
+
 async def main(args: argparse.Namespace) -> None:
     # the drivers' own logs (aiozk logs every refused reconnect with a traceback) go to
     # a file next to the history; the runner scans it and stderr for what must not be there
@@ -102,6 +133,7 @@ async def main(args: argparse.Namespace) -> None:
         level=logging.WARNING,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
+    install_routes(parse_routes(args.route))
     rng = random.Random(args.seed)
     stop = Path(args.stop)
     with open(args.out, "a") as out:  # noqa: ASYNC230 - one open at the start
@@ -133,6 +165,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--id", required=True)
     parser.add_argument("--stop", required=True)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--route", action="append", default=[], help="HOST:PORT=HOST:PORT, repeatable"
+    )
     parser.add_argument("--wait", type=float, default=5.0, help="acquire timeout, seconds")
     return parser.parse_args(argv)
 

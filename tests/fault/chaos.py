@@ -14,8 +14,27 @@ seeded by ``--seed``, picks one fault at a time:
 * ``cut_holder``: cut the holder's proxies (black-holed or reset) for 0.5-3 s;
 * ``latency``: 50-300 ms each way on the holder's proxies for a few seconds;
 * ``failover`` (Sentinel, instead of restarts): ``SENTINEL FAILOVER``;
-* ``expire_jump`` (Redis, Redlock, Sentinel): PEXPIREAT the lock's owner key to within 300 ms,
-  what a server whose clock jumped forward would do.
+* ``failover`` (Cluster, besides restarts): the master serving the lock's slot is failed
+  over, by ``CLUSTER FAILOVER`` sent to one of its replicas (plain, ``FORCE`` or
+  ``TAKEOVER``), or by a SIGSTOP of that master for ``cluster-node-timeout`` (1.5 s) plus
+  1.5-3 s, so that the cluster promotes its replica on its own and the old master comes
+  back to find itself demoted;
+* ``expire_jump`` (the Redis backends and Redlock): PEXPIREAT the lock's owner key to
+  within 300 ms (on the master serving it now, for Sentinel and Cluster), what a server
+  whose clock jumped forward would do.
+
+Cluster (``cluster``): 3 masters with a replica each, ``cluster-node-timeout`` 1.5 s;
+``failover`` is drawn twice as often as each other fault. ``pause_server`` and
+``restart_server`` pick the master serving the lock half the time. A restarted node keeps
+its ``nodes.conf`` (not its data) and so rejoins the cluster with its old identity; the
+nemesis waits until it reports ``cluster_state:ok``, is linked to every node, and every
+node sees it linked and not failing, before the next fault (30 s at most, or the run
+fails). The client learns the nodes' addresses from ``CLUSTER NODES``, so a worker's URL
+names the nodes themselves and the worker routes its own connections to each node
+through its proxy for that node (``_worker.py --route``, which wraps the event loop's
+``create_connection``); announcing the proxies with ``cluster-announce-port`` would not
+do, since a node announces one address to every client and each worker needs its own
+proxies to be cut alone.
 
 ZooKeeper runs with ``session_timeout=2`` and etcd with ``lease_ttl=2`` (their defaults
 are 10 s): a killed holder's lock stays taken for that long, so liveness is checked
@@ -53,12 +72,14 @@ from lockkit.guards.redis import RedisGuard
 from lockkit.testing import Event, FaultProxy, HistoryReport, check_history, read_history
 from tests.servers._base import ProcessServer
 from tests.servers._pool import ServerPool
-from tests.servers.redis import RedisSentinelGroup, RedisServer
+from tests.servers.redis import RedisCluster, RedisClusterNode, RedisSentinelGroup, RedisServer
 
 ROOT: Final = Path(__file__).resolve().parents[2]
 RESULTS: Final = ROOT / "chaos" / "results"
-BACKENDS: Final = ("redis", "redlock", "zookeeper", "etcd", "sentinel")
+BACKENDS: Final = ("redis", "redlock", "zookeeper", "etcd", "sentinel", "cluster")
 RESOURCE: Final = "chaos:counter"
+#: the lock's owner key in the Redis layout (``{prefix}{name}:o``; the name is the hash tag)
+OWNER_KEY: Final = "lockkit:{" + RESOURCE + "}:o"
 #: what must not appear in a worker's stderr or in its log file (where the drivers'
 #: and asyncio's logging goes); a traceback on stderr is a worker that crashed
 LOG_PROBLEMS: Final = (
@@ -91,6 +112,10 @@ class Setup:
     endpoints: list[ProcessServer] = dataclasses.field(default_factory=list)
     path: str = ""
     sentinel: RedisSentinelGroup | None = None
+    #: a Redis Cluster: the URL names the nodes themselves and each worker routes its
+    #: connections to them through its proxies (``--route``), since the client dials
+    #: whatever addresses ``CLUSTER NODES`` lists
+    cluster: RedisCluster | None = None
 
     def url(self, hostports: Sequence[str]) -> str:
         url = f"{self.scheme}://{','.join(hostports)}{self.path}"
@@ -100,9 +125,18 @@ class Setup:
         return self.endpoints or self.servers
 
     def redis_targets(self) -> list[RedisServer]:
-        """Where an expiry jump goes: every master, or the Sentinels' primary."""
+        """Where an expiry jump goes: every master, the Sentinels' primary, or the
+        Cluster master serving the lock's slot now."""
         if self.sentinel is not None:
             return [self.sentinel.primary()]
+        if self.cluster is not None:
+            return [self.cluster.master_for(OWNER_KEY)]
+        return self.redis_nodes
+
+    def key_holders(self) -> list[RedisServer]:
+        """Where leftover keys are looked for (a Cluster's masters: its replicas copy them)."""
+        if self.cluster is not None:
+            return list(self.cluster.masters())
         return self.redis_nodes
 
 
@@ -147,6 +181,17 @@ def build(pool: ServerPool, backend: str) -> Setup:
             path=f"/{group.service_name}",
             sentinel=group,
         )
+    if backend == "cluster":
+        rcluster = pool.redis_cluster(masters=3, replicas_per_master=1)
+        return Setup(
+            backend,
+            list(rcluster.nodes),
+            "redis+cluster",
+            "timeout=0.5",
+            redis_nodes=list(rcluster.nodes),
+            leader=lambda: rcluster.master_for(OWNER_KEY),
+            cluster=rcluster,
+        )
     raise SystemExit(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
 
 
@@ -185,7 +230,14 @@ class Run:
     def spawn(self, worker: Worker) -> None:
         worker.out = self.workdir / f"{worker.id}.jsonl"
         worker.err = self.workdir / f"{worker.id}.stderr"
-        url = self.setup.url([p.hostport for p in worker.proxies])
+        routes: list[str] = []
+        if self.setup.cluster is not None:
+            named = self.setup.named()
+            url = self.setup.url([s.hostport for s in named])
+            for server, proxy in zip(named, worker.proxies, strict=True):
+                routes += ["--route", f"{server.hostport}={proxy.hostport}"]
+        else:
+            url = self.setup.url([p.hostport for p in worker.proxies])
         command = [
             sys.executable,
             "-W",
@@ -208,6 +260,7 @@ class Run:
             str(self.stop_file),
             "--seed",
             str(self.seed * 1000 + worker.index * 10 + worker.incarnation),
+            *routes,
         ]
         with worker.err.open("w") as err:
             worker.process = subprocess.Popen(
@@ -254,8 +307,11 @@ class Run:
         kinds = ["pause_holder", "kill_holder", "pause_server", "cut_holder", "latency"]
         if self.setup.sentinel is None:
             kinds.append("restart_server")
-        else:  # a restarted primary without persistence would replicate its emptiness
+        if self.setup.sentinel is not None:
+            # no restarts: a restarted primary without persistence replicates its emptiness
             kinds.append("failover")
+        if self.setup.cluster is not None:  # drawn twice as often: it comes in four kinds
+            kinds += ["failover", "failover"]
         if self.setup.redis_nodes:
             kinds.append("expire_jump")
         return kinds
@@ -316,6 +372,11 @@ class Run:
             server = self.server()
             self.log("fault_start", f"restart_server {server.name}")
             await asyncio.to_thread(server.restart)
+            if self.setup.cluster is not None:
+                assert isinstance(server, RedisClusterNode)
+                await self.rejoin(self.setup.cluster, server)
+        elif kind == "failover" and self.setup.cluster is not None:
+            await self.cluster_failover(self.setup.cluster)
         elif kind == "failover":
             assert self.setup.sentinel is not None
             self.log("fault_start", "failover")
@@ -328,14 +389,74 @@ class Run:
                 node = rng.choice(self.setup.redis_targets())
             except Exception:
                 node = rng.choice(self.setup.redis_nodes)
-            key = "lockkit:{" + RESOURCE + "}:o"  # the Redis layout: {prefix}{N}:o
             ms = int(rng.uniform(0, 0.3) * 1000)
             self.log("fault_start", f"expire_jump {node.name} +{ms}ms")
             with contextlib.suppress(Exception):
-                server_ms = int(float(node.call("TIME")[0]) * 1000)  # type: ignore[index,arg-type]
-                node.call("PEXPIREAT", key, server_ms + ms)
+                seconds_us = node.call("TIME")  # [seconds, microseconds]
+                assert isinstance(seconds_us, list)
+                server_ms = int(seconds_us[0]) * 1000 + int(seconds_us[1]) // 1000  # type: ignore[arg-type]
+                node.call("PEXPIREAT", OWNER_KEY, server_ms + ms)
         self.log("fault_end", kind)
         self.last_fault_end = now()
+
+    async def cluster_failover(self, cluster: RedisCluster) -> None:
+        """Fail over the master serving the lock's slot: ``CLUSTER FAILOVER`` (plain,
+        ``FORCE`` or ``TAKEOVER``) sent to one of its replicas, or a SIGSTOP of the master
+        past ``cluster-node-timeout`` so that the cluster fails it over on its own."""
+        rng = self.rng
+        try:
+            master = cluster.master_for(OWNER_KEY)
+            replicas = cluster.replicas_of(master)
+        except Exception as exc:  # the cluster is still settling a previous fault
+            self.log("fault_start", "failover skipped")
+            self.log("note", f"failover: no master/replica to use: {exc!r}"[:300])
+            return
+        how = rng.choice(("", "", "FORCE", "TAKEOVER", "stop", "stop"))
+        if how == "stop" or not replicas:
+            seconds = master.node_timeout_ms / 1000 + rng.uniform(1.5, 3.0)
+            self.log("fault_start", f"failover stop {master.name} {seconds:.2f}s")
+            master.pause()
+            await asyncio.sleep(seconds)
+            master.resume()
+        else:
+            replica = rng.choice(replicas)
+            self.log("fault_start", f"failover {how or 'plain'} {replica.name} of {master.name}")
+            try:
+                reply = replica.call("CLUSTER", "FAILOVER", *([how] if how else []))
+            except Exception as exc:
+                reply = repr(exc)
+            self.log("note", f"CLUSTER FAILOVER {how}: {reply!r}"[:300])
+        await asyncio.sleep(rng.uniform(1.0, 3.0))
+
+    async def rejoin(self, cluster: RedisCluster, node: RedisClusterNode) -> None:
+        """Wait until a restarted node is back in the cluster: it says
+        ``cluster_state:ok``, knows every node and is linked to all of them, and every
+        other node sees it linked and not failing."""
+
+        def whole(rows: list[dict[str, str]]) -> bool:
+            return len(rows) == len(cluster.nodes) and all(
+                r["link"] == "connected" and "fail" not in r["flags"] for r in rows
+            )
+
+        def joined() -> bool:
+            try:
+                if node.cluster_info().get("cluster_state") != "ok":
+                    return False
+                return all(
+                    whole(other.cluster_nodes())
+                    for other in cluster.nodes
+                    if other.is_running and not other.is_paused
+                )
+            except Exception:
+                return False
+
+        started = now()
+        while not await asyncio.to_thread(joined):
+            if now() - started > 30:
+                self.log("note", f"{node.name} did not rejoin the cluster within 30 s")
+                raise RuntimeError(f"{node.name} did not rejoin the cluster after a restart")
+            await asyncio.sleep(0.1)
+        self.log("note", f"{node.name} rejoined in {now() - started:.2f}s")
 
     async def nemesis(self, seconds: float) -> None:
         deadline = now() + seconds
@@ -396,7 +517,7 @@ class Run:
                 info = await locks.inspect(RESOURCE)
                 if info.holder is not None or info.waiters:
                     found.append(f"{self.setup.name}: {RESOURCE} still has {info!r}")
-            for node in self.setup.redis_nodes:
+            for node in self.setup.key_holders():
                 keys = node.call("KEYS", "lockkit:*")
                 assert isinstance(keys, list)
                 for key in keys:

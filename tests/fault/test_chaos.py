@@ -19,12 +19,12 @@ SEED = int(os.environ.get("LOCKKIT_CHAOS_SEED", "0")) or None
 
 pytestmark = [pytest.mark.fault, pytest.mark.cluster]
 
-_MARKS = {"redis": pytest.mark.redis, "redlock": pytest.mark.redlock}
+_MARKS = {"redis": pytest.mark.redis, "redlock": pytest.mark.redlock, "cluster": pytest.mark.redis}
 
 #: Sentinel is left out of the suite: after a ``SENTINEL FAILOVER`` the waiters queued on
 #: the lock are not granted it until their acquire times out (``make chaos
 #: BACKEND=sentinel SEED=5`` shows a 10 s gap), a liveness bug still open.
-BACKENDS = ("redis", "redlock", "zookeeper", "etcd")
+BACKENDS = ("redis", "redlock", "zookeeper", "etcd", "cluster")
 
 
 @pytest.mark.timeout(int(SECONDS) + 150)
