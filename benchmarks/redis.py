@@ -627,7 +627,7 @@ class _Suite:
             "fence_keys_kept": float(len(fences)),
         }
         checks = [
-            check("bytes per held lock", grown / count, 2048, at_most=True),
+            check("bytes per held lock", grown / count, 1536, at_most=True),
             check("extend scripts per period", extend_scripts / periods, expected, at_most=True),
             check("leases kept", float(still_held), count),
             check("release errors", float(failed), 0, at_most=True),

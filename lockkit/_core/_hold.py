@@ -71,15 +71,47 @@ class Holds:
     def __init__(self, session: Session, name: str) -> None:
         self.session = session
         self.name = name
-        #: by the task object (never reused while it is a key, unlike ``id(task)``)
-        self._by_task: dict[asyncio.Task[object], Acquisition] = {}
+        #: the live acquisitions, by the task object that made them (never reused
+        #: while it is a key, unlike ``id(task)``): None, the only one, or a dict
+        #: once several tasks hold through this object (one is the common case, and
+        #: a dict per held lock would double the memory a hold takes)
+        self._by_task: Acquisition | dict[asyncio.Task[object], Acquisition] | None = None
         #: every live acquisition by owner id, including those of tasks that ended
         #: acquisitions entered with ``async with`` (they own a cancel scope)
         self._entered: dict[asyncio.Task[object], Acquisition] | None = None  # made on use
         self.waiting = 0
 
     def __len__(self) -> int:
-        return len(self._by_task)
+        held = self._by_task
+        return 0 if held is None else 1 if isinstance(held, Acquisition) else len(held)
+
+    def _get(self, task: asyncio.Task[object]) -> Acquisition | None:
+        held = self._by_task
+        if held is None or isinstance(held, Acquisition):
+            return held if held is not None and held.task is task else None
+        return held.get(task)
+
+    def _all(self) -> list[Acquisition]:
+        held = self._by_task
+        return [] if held is None else [held] if isinstance(held, Acquisition) else [*held.values()]
+
+    def _put(self, acq: Acquisition) -> None:
+        held = self._by_task
+        if held is None:
+            self._by_task = acq
+        elif isinstance(held, Acquisition):
+            self._by_task = {held.task: held, acq.task: acq}
+        else:
+            held[acq.task] = acq
+
+    def _drop(self, acq: Acquisition) -> None:
+        held = self._by_task
+        if held is acq:
+            self._by_task = None
+        elif isinstance(held, dict) and held.get(acq.task) is acq:
+            del held[acq.task]
+            if len(held) == 1:
+                self._by_task = next(iter(held.values()))
 
     # -- taking ------------------------------------------------------------------------
 
@@ -89,7 +121,7 @@ class Holds:
         session = self.session
         backend = session.require_open()
         task = current_task()
-        if task in self._by_task:
+        if self._get(task) is not None:
             raise LockUsageError(
                 f"this task already holds lock {self.name!r}; lockkit locks are not "
                 "reentrant (release it first, or use another task)"
@@ -123,9 +155,8 @@ class Holds:
             probe.acquired(token, lease)
         acq = Acquisition(token, lease, task)
         session.occupied(task, name, lease)  # once lost, the task may ask for it again
-        by_task = self._by_task
-        by_task[task] = acq
-        if len(by_task) == 1:
+        self._put(acq)
+        if len(self) == 1:
             session.holding(self, True)
         session.watch(lease)
         return acq
@@ -138,21 +169,22 @@ class Holds:
             task = current_task()
         except LockUsageError:
             return None
-        return self._by_task.get(task)
+        return self._get(task)
 
     def find(self, token: FencingToken | None) -> Acquisition:
         """The acquisition ``token`` names, else the calling task's, else the only one."""
         if token is not None:
-            for acq in self._by_task.values():
+            for acq in self._all():
                 if acq.token.same_acquisition(token):
                     return acq
             raise LockNotOwnedError(self.name, f"no live acquisition has token {token}")
         mine = self.mine()
         if mine is not None:
             return mine
-        if len(self._by_task) == 1:  # unambiguous: the one acquisition of this object
-            return next(iter(self._by_task.values()))
-        if self._by_task:
+        held = self._all()
+        if len(held) == 1:  # unambiguous: the one acquisition of this object
+            return held[0]
+        if held:
             raise LockNotOwnedError(
                 self.name, "several tasks hold it through this object; pass token="
             )
@@ -164,11 +196,9 @@ class Holds:
         """Drop ``acq`` from the local books (the lease is no longer renewed)."""
         session = self.session
         session.unwatch(acq.lease)
-        task = acq.task
-        if self._by_task.get(task) is acq:
-            del self._by_task[task]
-        session.vacate(task, self.name, acq.token.owner)
-        if not self._by_task:
+        self._drop(acq)
+        session.vacate(acq.task, self.name, acq.token.owner)
+        if self._by_task is None:
             session.holding(self, False)
 
     async def release(self, acq: Acquisition, *, lost_ok: bool = False) -> None:
@@ -242,7 +272,7 @@ class Holds:
                 )
 
         async with anyio.create_task_group() as tg:
-            for acq in list(self._by_task.values()):
+            for acq in self._all():
                 tg.start_soon(release, acq)
 
     # -- async with --------------------------------------------------------------------
@@ -264,13 +294,16 @@ class Holds:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool:
-        acq = self._entered.pop(current_task(), None) if self._entered else None
+        entered = self._entered
+        acq = entered.pop(current_task(), None) if entered else None
+        if not entered:
+            self._entered = None  # a dict per lock only while a body runs
         if acq is None or acq.scope is None:  # pragma: no cover - unbalanced use
             return False
         swallowed = bool(acq.scope.__exit__(exc_type, exc, tb))
         acq.scope = None
         lease = acq.lease
-        if self._by_task.get(acq.task) is not acq:  # released or lost in the body
+        if self._get(acq.task) is not acq:  # released or lost in the body
             if lease.lost and (exc is None or swallowed):
                 raise LockLostError(self.name, lease.lost_reason or "lost", acq.token)
             return swallowed

@@ -79,7 +79,7 @@ class Session:
         self._state = _State.NEW
         self._stack: contextlib.AsyncExitStack | None = None
         #: primitives with live acquisitions, released when the client closes
-        self._holders: set[Releasable] = set()
+        self._holders: dict[Releasable, None] = {}  # compact, unlike a set
         #: per task, the names it holds or waits for and the owner id doing so (an entry
         #: goes when its last name does; the task object as key cannot be reused)
         self._busy: dict[object, dict[str, str | Lease]] = {}
@@ -245,9 +245,9 @@ class Session:
     def holding(self, primitive: Releasable, live: bool) -> None:
         """Record whether ``primitive`` has live acquisitions."""
         if live:
-            self._holders.add(primitive)
+            self._holders[primitive] = None
         else:
-            self._holders.discard(primitive)
+            self._holders.pop(primitive, None)
 
     def occupy(self, task: object, name: str, owner: str) -> None:
         """``task`` starts holding or waiting for ``name`` as ``owner``; LockUsageError

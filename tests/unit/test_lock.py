@@ -151,3 +151,33 @@ async def test_a_lock_taken_after_an_expiry_is_seen_held() -> None:
         assert info.holder is not None and info.holder.owner == second.owner
         assert int(second) > int(first)
         await lock.release()  # the server names it: no LockNotOwnedError
+
+
+async def test_two_tasks_holding_through_one_object_are_kept_apart() -> None:
+    """A task's lease ran out unnoticed by it and another task took the lock through
+    the same object: both acquisitions stay on the books, each found by its task or
+    token, and a caller holding neither must say which with ``token=``."""
+    async with lockkit.connect() as locks:
+        lock = locks.lock("two", ttl=0.2, renew=False)
+        tokens: list[lockkit.FencingToken] = []
+        took = anyio.Event()
+
+        async def take() -> None:
+            tokens.append(await lock.acquire(timeout=2))
+            took.set()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(take)
+            await took.wait()
+            took = anyio.Event()
+            tg.start_soon(take)  # served once the first lease has run out
+        assert len(tokens) == 2 and tokens[1] > tokens[0]
+        assert lock.statistics().held == 2
+        with pytest.raises(LockNotOwnedError, match="pass token="):
+            await lock.release()
+        with pytest.raises(LockNotOwnedError):
+            await lock.release(tokens[0])  # its lease ran out: the server moved on
+        await lock.release(tokens[1])
+        assert lock.statistics().held == 0
+        with pytest.raises(LockNotOwnedError):
+            await lock.release(tokens[1])
