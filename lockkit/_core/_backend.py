@@ -15,6 +15,7 @@ import abc
 import asyncio
 import dataclasses
 import enum
+import functools
 import json
 import os
 import socket
@@ -231,8 +232,10 @@ def current_task_name() -> str | None:
         return None
 
 
+@functools.lru_cache(maxsize=512)
 def task_field(task: str | None) -> str:
-    """``task`` as the JSON text of an owner record's task field (once per acquire)."""
+    """``task`` as the JSON text of an owner record's task field (once per acquire;
+    cached: a task that acquires in a loop asks for the same text every time)."""
     return json.dumps(task[:_RECORD_TEXT]) if task is not None else "null"
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import secrets
+import os
 from types import TracebackType
 from typing import Literal, final
 
@@ -48,8 +48,9 @@ RELEASE_TIMEOUT = 10.0
 
 
 def new_owner_id() -> str:
-    """A fresh, unguessable id for one acquisition (128 random bits, hex)."""
-    return secrets.token_hex(16)
+    """A fresh, unguessable id for one acquisition (128 random bits from the OS, hex;
+    what ``secrets.token_hex(16)`` returns, without its two extra calls)."""
+    return os.urandom(16).hex()
 
 
 @dataclasses.dataclass(slots=True, eq=False)
