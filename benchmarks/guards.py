@@ -2,8 +2,8 @@
 
 One section per storage, each a function ``(duration) -> list[Result]`` listed in
 :data:`SECTIONS`; a section starts (or finds) its own server and measures, interleaved
-in one run (``ROUNDS`` rounds, each contender keeping its best), the plain write and
-the guarded one, reporting their ratio (time per guarded write / time per plain write,
+in one run (``ROUNDS`` rounds, each contender's median rate over them), the plain write
+and the guarded one, reporting their ratio (time per guarded write / time per plain write,
 so 1.0 means free). Goals are checked and reported, never enforced.
 
 Redis (``LOCKKIT_BENCH_REDIS_URL``, or a fresh ``redis-server``):
@@ -41,6 +41,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import statistics
 import tempfile
 import time
 import traceback
@@ -61,7 +62,7 @@ from lockkit.guards.redis import RedisGuard
 from .harness import Result, check, rate, show
 
 SUITE = "guards"
-ROUNDS = 3
+ROUNDS = 5
 #: The goal for a guarded write against the plain one (time ratio).
 GOAL = 1.3
 _versions: dict[str, str] = {}
@@ -102,9 +103,10 @@ async def _concurrent_rate(step: Step, tasks: int, duration: float) -> float:
 async def _interleaved(
     pairs: dict[str, tuple[Step, Step]], duration: float, tasks: int = 1
 ) -> dict[str, tuple[float, float]]:
-    """For each pair (plain, guarded): the best rate of each over ``ROUNDS`` rounds, the
-    contenders taking turns within every round."""
-    best: dict[tuple[str, int], float] = {}
+    """For each pair (plain, guarded): the median rate of each over ``ROUNDS`` rounds,
+    the contenders taking turns within every round (so a slow minute on a shared
+    machine slows both, and one lucky round decides nothing)."""
+    rates: dict[tuple[str, int], list[float]] = {}
     for _ in range(ROUNDS):
         for label, steps in pairs.items():
             for i, step in enumerate(steps):
@@ -112,8 +114,9 @@ async def _interleaved(
                     measured = await rate(step, duration / ROUNDS)
                 else:
                     measured = await _concurrent_rate(step, tasks, duration / ROUNDS)
-                best[(label, i)] = max(best.get((label, i), 0.0), measured)
-    return {label: (best[(label, 0)], best[(label, 1)]) for label in pairs}
+                rates.setdefault((label, i), []).append(measured)
+    median = statistics.median
+    return {label: (median(rates[(label, 0)]), median(rates[(label, 1)])) for label in pairs}
 
 
 def _report(
