@@ -19,18 +19,20 @@ SEED = int(os.environ.get("LOCKKIT_CHAOS_SEED", "0")) or None
 
 pytestmark = [pytest.mark.fault, pytest.mark.cluster]
 
-_MARKS = {"redis": pytest.mark.redis, "redlock": pytest.mark.redlock, "cluster": pytest.mark.redis}
+_MARKS = {
+    "redis": pytest.mark.redis,
+    "redlock": pytest.mark.redlock,
+    "cluster": pytest.mark.redis,
+    "sentinel": pytest.mark.redis,
+}
 
-#: Sentinel is left out of the suite: after a ``SENTINEL FAILOVER`` the waiters queued on
-#: the lock are not granted it until their acquire times out (``make chaos
-#: BACKEND=sentinel SEED=5`` shows a 10 s gap), a liveness bug still open.
-BACKENDS = ("redis", "redlock", "zookeeper", "etcd", "cluster")
+BACKENDS = ("redis", "redlock", "zookeeper", "etcd", "sentinel", "cluster")
 
 
 @pytest.mark.timeout(int(SECONDS) + 150)
 @pytest.mark.parametrize(
     "backend",
-    [pytest.param(b, marks=_MARKS.get(b, getattr(pytest.mark, b))) for b in BACKENDS],
+    [pytest.param(b, marks=_MARKS.get(b) or getattr(pytest.mark, b)) for b in BACKENDS],
 )
 async def test_chaos_short_run_has_no_violation(backend: str, tmp_path: Path) -> None:
     seed = SEED if SEED is not None else int.from_bytes(os.urandom(3), "big")
