@@ -239,11 +239,17 @@ def task_field(task: str | None) -> str:
     return json.dumps(task[:_RECORD_TEXT]) if task is not None else "null"
 
 
-def owner_record(task: str | None = None, *, field: str | None = None) -> str:
+def owner_record(
+    task: str | None = None, *, field: str | None = None, lease_ms: int | None = None
+) -> str:
     """This process's owner record as JSON text, stamped now: for the running task,
-    or for ``task``, or with ``field`` (from :func:`task_field`) as its task."""
+    or for ``task``, or with ``field`` (from :func:`task_field`) as its task; with
+    ``lease_ms`` it also carries the lease the acquisition asks for (``"l"``), which a
+    server that grants a waiter outright needs."""
     if field is None:
         field = task_field(task if task is not None else current_task_name())
+    if lease_ms is not None:
+        return f'{_process_prefix()},"t":{field},"a":{time.time():.3f},"l":{lease_ms}}}'
     return f'{_process_prefix()},"t":{field},"a":{time.time():.3f}}}'
 
 

@@ -44,14 +44,16 @@ DEAF_RECHECK = 0.5
 
 @final
 class Seat:
-    """One waiting acquisition: its name, owner id and the event that wakes it."""
+    """One waiting acquisition: its name, owner id and the event that wakes it, and
+    the token the wake-up carried when the server granted the lock outright."""
 
-    __slots__ = ("event", "name", "owner")
+    __slots__ = ("event", "name", "owner", "token")
 
     def __init__(self, name: str, owner: str) -> None:
         self.name = name
         self.owner = owner
         self.event = anyio.Event()
+        self.token: int | None = None
 
 
 @final
@@ -71,7 +73,8 @@ class WaitRoom:
     ) -> None:
         self._seats: dict[str, Seat] = {}
         self._by_name: dict[str, dict[str, Seat]] = {}
-        self._early: dict[str, None] = {}
+        #: wake-ups that came before their waiter sat down: owner -> token (or None)
+        self._early: dict[str, int | None] = {}
         self._on_first = on_first
         self._on_last = on_last
         self._changed = anyio.Event()
@@ -96,7 +99,8 @@ class WaitRoom:
             if self._on_first is not None:
                 self._on_first(name)
         peers[owner] = seat
-        if self._early.pop(owner, 0) is None:
+        if owner in self._early:
+            seat.token = self._early.pop(owner)
             seat.event.set()
         self._changed.set()
         return seat
@@ -127,8 +131,10 @@ class WaitRoom:
 
     def rearm(self, seat: Seat) -> None:
         """A fresh event, taken *before* asking again, so that a wake-up sent while the
-        question is in flight is not lost."""
+        question is in flight is not lost. A token a wake-up carried is dropped: the
+        answer to the question decides."""
         seat.event = anyio.Event()
+        seat.token = None
 
     def leave(self, seat: Seat) -> bool:
         """Remove ``seat``; True if it was the last local waiter on its name."""
@@ -147,16 +153,19 @@ class WaitRoom:
             self._drained.set()
         return True
 
-    def wake(self, owner: str) -> None:
-        """Wake the waiter ``owner``; remember it (bounded) if it has not sat down yet."""
+    def wake(self, owner: str, token: int | None = None) -> None:
+        """Wake the waiter ``owner`` (``token``: the server granted it the lock outright
+        and minted this token); remember it (bounded) if it has not sat down yet."""
         seat = self._seats.get(owner)
         if seat is not None:
             self.wakeups += 1
+            if token is not None:
+                seat.token = token
             seat.event.set()
             return
         if len(self._early) >= EARLY_LIMIT:
             self._early.pop(next(iter(self._early)))
-        self._early[owner] = None
+        self._early[owner] = token
         if self.on_stray is not None:
             self.on_stray(owner)
 
@@ -239,6 +248,7 @@ async def wait_turn(
     fallback: float,
     outage_grace: float,
     listen: Callable[[Seat], Awaitable[Listening]] | None = None,
+    fresh_for: float = 0.0,
 ) -> Grant:
     """Acquire through ``try_once`` (its argument: whether to join the queue), waiting
     for turns as long as ``timeout`` allows.
@@ -247,6 +257,13 @@ async def wait_turn(
     a free lock costs that one round trip and no local bookkeeping. On any exit without
     a grant (timeout, error, cancellation) ``leave`` runs through ``cleanup``. A wait
     ends with LockUsageError when the room is closed (the backend is closing).
+
+    A wake-up may carry a token (:meth:`WaitRoom.wake`): the server granted the lock
+    to this waiter outright. The grant happened after the server answered this
+    waiter's last ask "not granted", so that ask's send time is a lower bound of the
+    grant's, and the lease counts from it: taken without a round trip while it is
+    less than ``fresh_for`` seconds old (0: never); otherwise the waiter asks once more
+    (the backend's answer to that ask is the claim, and counts the lease anew).
 
     Raises:
         LockTimeout: not granted in time. BackendUnavailable: the backend stayed
@@ -265,6 +282,7 @@ async def wait_turn(
     turn: Turn | None = None
     outage_since: float | None = None
     seat: Seat | None = None
+    basis = -math.inf  # when the last ask the server answered "not granted" was sent
     try:
         while True:
             if turn is None:  # ask (again)
@@ -286,6 +304,7 @@ async def wait_turn(
                 outage_since = None
                 if turn.grant is not None:
                     return turn.grant
+                basis = asked
             if seat is None:
                 seat = room.sit(name, owner)
                 queued()  # for listeners (position unknown here)
@@ -304,6 +323,8 @@ async def wait_turn(
             else:  # only a lost message leaves us here: a slow, jittered re-check
                 bound = now + fallback * random.uniform(1.0, 1.5)
             await clock.wait(seat.event, min(bound, deadline))
+            if seat.token is not None and clock.now() - basis < fresh_for:
+                return Grant(seat.token, basis)
             room.rearm(seat)  # before asking again: a wake-up during the ask is kept
             turn = None
     except BaseException:

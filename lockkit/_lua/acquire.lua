@@ -4,7 +4,7 @@
 -- ARGV[1] owner id   ARGV[2] ttl ms
 -- ARGV[3] "1" to join the queue when not granted, "0" to try once
 -- ARGV[4] client id
--- ARGV[5] "1" fair (queued waiters first), "0" barging allowed
+-- ARGV[5] fair mode (see _queue.lua): "1" or "2" queued waiters first, "0" barging
 -- ARGV[6] queue lease ms   ARGV[7] fence keep ms
 -- ARGV[8] waiters' channel, "%s" standing for the client id
 -- ARGV[9] how to wake a waiter (see wake() in _queue.lua)
@@ -14,7 +14,10 @@
 -- ARGV[11] optional (or ""): the queue score (microseconds) instead of the server's TIME,
 --          so that several masters order the same waiters the same way
 -- ARGV[12] optional: the caller's owner record (JSON), stored with the holder (KEYS[5])
---          or the queue entry (in the liveness hash); informational only
+--          or the queue entry (in the liveness hash); its "l" field (the lease, ms) is
+--          what a release in fair mode "2" grants this waiter
+--
+-- In fair mode "2" a waiter the lock was granted to outright gets {1, token, 1}.
 --
 -- Returns {1, token} when granted, else {0, pttl of the owner key, rank in the queue or -1}
 -- followed, when ARGV[9] is "0" and a waiter must be woken, by its channel and owner.
@@ -28,6 +31,12 @@ local holder = redis.call('GET', KEYS[1])
 local granted = false
 local queued = true -- whether member may be in the queue (to remove it when granted)
 local woken = nil
+if holder == owner and ARGV[5] == '2' then
+  -- granted outright by a release while this waiter was in line (its wake-up carried the
+  -- token): this ask is its claim. The lease is counted again from now.
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return {1, tonumber(redis.call('GET', KEYS[2]) or '0'), 1}
+end
 if holder == '~' .. owner then
   granted = true
   queued = false -- a handover removed it from the queue
@@ -50,12 +59,7 @@ elseif not holder then
 end
 if granted then
   redis.call('SET', KEYS[1], owner, 'PX', ARGV[2])
-  local token = tonumber(ARGV[10] or '') or now_us
-  local last = tonumber(redis.call('GET', KEYS[2]) or '0')
-  if last >= token then
-    token = last + 1
-  end
-  redis.call('SET', KEYS[2], string.format('%.0f', token), 'PX', ARGV[7])
+  local token = mint(now_us, ARGV[10], ARGV[7])
   if record then
     redis.call('SET', KEYS[5], owner .. '\n' .. record, 'PX', ARGV[7])
   end

@@ -49,8 +49,11 @@ cannot go unnoticed there.
 Waiting: an acquisition that finds the lock taken joins the queue (the same script, one
 round trip; a free lock costs that one round trip and nothing else) and waits for a
 message: on its client's channel, or on Cluster on a sharded channel per contended lock
-in the lock's slot. A release hands the lock to the oldest live waiter and wakes only
-that one (two commands per handoff: the release, and the claim by the woken waiter). The
+in the lock's slot. A release grants the lock to the oldest live waiter outright and
+wakes only that one, the message carrying its token (one command per handoff); the
+waiter's lease counts from its last ask the server answered "not granted", and when
+that ask is more than a third of the ttl old it asks again instead (restarting the lease
+on the server). With ``wait_replicas`` the lock is reserved and claimed instead. The
 head waiter also wakes when the holder's lease would end, and every waiter re-checks
 after a pub/sub reconnect, so a lost message costs a bounded delay, not a hang. Each
 client keeps its queue entries alive with one command per second per contended lock (per
@@ -204,7 +207,11 @@ class RedisBackend(Backend):
         self._channel = f"{options.prefix}c:{self.client_id}"
         # a Lua string.format pattern: a '%' of the prefix must be doubled
         channel_format = f"{options.prefix}c:".replace("%", "%%") + "%s"
-        fair, wake = b"1" if options.fair else b"0", topology.wake_kind.value
+        # fair mode (see _queue.lua): a release grants the next waiter outright ("2"),
+        # except with wait_replicas, where the waiter's own claim must be the write its
+        # WAIT counts ("1": reserved, then claimed)
+        fair = b"0" if not options.fair else b"1" if options.wait_replicas else b"2"
+        wake = topology.wake_kind.value
         # ARGV[4..11] of acquire.lua: no token floor nor queue score (those are Redlock's)
         self._acquire_tail = Encoded(
             self.client_id,
@@ -216,13 +223,17 @@ class RedisBackend(Backend):
             b"",
             b"",
         )
-        self._release_tail = Encoded(self.client_id, _ms(CLAIM_WINDOW), fair, channel_format, wake)
+        self._release_tail = Encoded(
+            self.client_id, _ms(CLAIM_WINDOW), fair, channel_format, wake, _ms(options.fence_keep)
+        )
         self._keys: dict[str, LockKeys] = {}
         self._requests: collections.Counter[str] = collections.Counter()
         #: owners whose ask (that joins the queue) is in flight
         self._asking: set[str] = set()
         #: owners of wake-ups that found their waits over, not swept yet
         self._strays: dict[str, None] = {}
+        #: owners that claimed a grant by asking before its wake-up came (bounded)
+        self._claimed: dict[str, None] = {}
         self._sweeping = False
         self._executor: Executor | None = None
         self._wakeups: Wakeups | None = None
@@ -365,6 +376,7 @@ class RedisBackend(Backend):
             fallback=min(5.0, max(0.5, claim.ttl / 2)),
             outage_grace=self._outage_grace,
             listen=self._listen,
+            fresh_for=claim.ttl / 3,
         )
         if self.options.wait_replicas:
             await self._confirm_replicas(claim)
@@ -389,7 +401,7 @@ class RedisBackend(Backend):
                     ttl_ms,
                     b"1" if queue else b"0",
                     self._acquire_tail,
-                    owner_record(field=task),
+                    owner_record(field=task, lease_ms=ttl_ms),
                 ),
             )
         except DRIVER_ERRORS as exc:
@@ -397,6 +409,11 @@ class RedisBackend(Backend):
         finally:
             self._asking.discard(owner)
         if reply[0] == 1:
+            if len(reply) > 2:  # granted outright earlier: a wake-up may still be coming
+                claimed = self._claimed
+                if len(claimed) >= 1024:
+                    claimed.pop(next(iter(claimed)))
+                claimed[owner] = None
             return Turn(Grant(int(reply[1]), started))
         if len(reply) > 3:
             await self._publish(reply[3], reply[4])
@@ -535,8 +552,8 @@ class RedisBackend(Backend):
         outage. Liveness is per client, so while this client waits on that lock the
         entry looks alive and the waiters behind it (or a lock handed to it) would wait
         for it. Sweep this client's queues: drop its entries whose waits are over."""
-        if owner in self._asking:
-            return  # woken before the reply to its first ask arrived: kept by the room
+        if owner in self._asking or owner in self._claimed:
+            return  # woken before the reply to its ask arrived, or after it claimed
         self._strays[owner] = None
         if not self._sweeping and self._context is not None:
             self._sweeping = True

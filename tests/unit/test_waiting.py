@@ -37,6 +37,19 @@ def test_room_keeps_a_wake_up_that_came_before_its_waiter() -> None:
     assert not room.sit("n", "other").event.is_set()
 
 
+def test_room_keeps_the_token_a_wake_up_carried() -> None:
+    room = WaitRoom()
+    room.wake("early", 7)
+    seat = room.sit("n", "early")
+    assert seat.event.is_set() and seat.token == 7
+    other = room.sit("n", "other")
+    room.wake("other", 9)
+    tokens = [other.token]
+    room.rearm(other)  # asking again: the answer decides, not the old token
+    tokens.append(other.token)
+    assert tokens == [9, None] and not other.event.is_set()
+
+
 def test_room_bounds_early_wake_ups() -> None:
     room = WaitRoom()
     for i in range(EARLY_LIMIT + 10):
@@ -99,6 +112,7 @@ def _turn(
     cleanup: Cleanup,
     timeout: float | None,
     listen: Callable[[Seat], object] | None = None,
+    fresh_for: float = 0.0,
 ) -> Callable[[], object]:
     async def run() -> Grant:
         return await wait_turn(
@@ -113,6 +127,7 @@ def _turn(
             fallback=5.0,
             outage_grace=2.0,
             listen=listen,  # type: ignore[arg-type]
+            fresh_for=fresh_for,
         )
 
     return run
@@ -168,6 +183,47 @@ async def test_a_wake_up_ends_the_wait(clock: VirtualClock) -> None:
         await clock.advance(0)
     assert result == [GRANT.grant] and script.asked == [(0.0, True), (1.0, True)]
     assert room.waiting() == 0 and script.left == 0
+
+
+async def _woken_with_a_token(
+    clock: VirtualClock, fresh_for: float, woken_at: float
+) -> tuple[Grant, Script]:
+    """A waiter asked at 0 and at 2.001 (a "not granted" both times); a wake-up carrying
+    token 99 comes at ``woken_at``."""
+    room = WaitRoom()
+    script = Script(clock, [Turn(recheck_in=2.0), WAIT, GRANT])
+    result: list[Grant] = []
+    async with anyio.create_task_group() as tg:
+        cleanup = Cleanup(clock, tg.start_soon)
+
+        async def run() -> None:
+            turn = _turn(script, room, cleanup, None, fresh_for=fresh_for)
+            result.append(await turn())  # type: ignore[misc]
+
+        tg.start_soon(run)
+        await clock.advance(woken_at)
+        room.wake("me", 99)
+        await clock.advance(0)
+    return result[0], script
+
+
+async def test_a_carried_token_is_a_grant_counted_from_the_last_refused_ask(
+    clock: VirtualClock,
+) -> None:
+    """The server granted the lock after it answered the ask sent at 2.001 (the last
+    one), so the lease counts from then, whenever the wake-up arrives; no request is
+    sent."""
+    grant, script = await _woken_with_a_token(clock, fresh_for=10.0, woken_at=3.5)
+    assert grant == Grant(99, pytest.approx(2.001))  # type: ignore[arg-type]
+    assert [t for t, _ in script.asked] == [0.0, pytest.approx(2.001)]
+
+
+async def test_a_stale_carried_token_is_claimed_by_asking(clock: VirtualClock) -> None:
+    """Past ``fresh_for`` the lease counted from the last ask would be mostly gone: the
+    waiter asks (its claim restarts the lease on the server) and takes that answer."""
+    grant, script = await _woken_with_a_token(clock, fresh_for=1.0, woken_at=3.5)
+    assert grant == GRANT.grant
+    assert [t for t, _ in script.asked] == [0.0, pytest.approx(2.001), 3.5]
 
 
 async def test_a_lost_message_costs_a_bounded_fallback(clock: VirtualClock) -> None:

@@ -56,6 +56,14 @@ Subscriber = Callable[[], Awaitable[tuple[SubscriberClientP, bool]]]
 logger = logging.getLogger("lockkit.redis")
 
 
+def deliver(room: WaitRoom, data: bytes | str) -> None:
+    """Route one wake-up message: the waiter's owner id, then, when the lock was
+    granted to it outright, a space and its token."""
+    text = data.decode() if isinstance(data, bytes) else str(data)
+    owner, _, token = text.partition(" ")
+    room.wake(owner, int(token) if token else None)
+
+
 @final
 @dataclasses.dataclass(frozen=True, slots=True)
 class Listen:
@@ -151,8 +159,7 @@ class ClientChannel:
                     continue
                 kind = message["type"]
                 if kind == "message":
-                    data = message["data"]
-                    self.room.wake(data.decode() if isinstance(data, bytes) else str(data))
+                    deliver(self.room, message["data"])
                 elif kind == "subscribe":
                     self.subscriptions += 1
                     self._subscribed.set()
@@ -268,7 +275,7 @@ class ShardedChannels:
             return conn
 
     def _on_message(self, channel: bytes, data: bytes) -> None:
-        self.room.wake(data.decode())
+        deliver(self.room, data)
 
     def _on_kicked(self, channel: bytes) -> None:
         state = self._by_channel.pop(channel, None)
