@@ -152,7 +152,7 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "redis mints the last token again when the fence is ahead of the clock",
-        "lockkit/_lua/acquire.lua",
+        "lockkit/_lua/_queue.lua",
         "    token = last + 1",
         "    token = last",
         (f"{REDIS}::test_tokens_pass_a_fence_ahead_of_the_clock",),
@@ -181,9 +181,25 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "redis takes a wake-up that overtook its first reply for an ended wait",
         "lockkit/backends/redis.py",
-        "        if owner in self._asking:\n",
-        "        if False:\n",
+        "        if owner in self._asking or owner in self._claimed:\n",
+        "        if owner in self._claimed:\n",
         (f"{STRAYS}::test_a_wake_up_that_overtakes_the_first_reply_is_kept",),
+    ),
+    Mutant(
+        "redis waiter ignores the token its wake-up carried (claims every handoff)",
+        "lockkit/_core/_waiting.py",
+        "            if seat.token is not None and clock.now() - basis < fresh_for:",
+        "            if False:",
+        ("tests/backends/redis/test_redis_backend.py::test_one_command_per_handoff",),
+    ),
+    Mutant(
+        "a carried token counts its lease from the wake-up, not the last refused ask",
+        "lockkit/_core/_waiting.py",
+        "                return Grant(seat.token, basis)",
+        "                return Grant(seat.token, clock.now())",
+        (
+            "tests/unit/test_waiting.py::test_a_carried_token_is_a_grant_counted_from_the_last_refused_ask",
+        ),
     ),
     Mutant(
         "redis grant counted from the reply",
