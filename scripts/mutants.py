@@ -188,7 +188,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "redis waiter ignores the token its wake-up carried (claims every handoff)",
         "lockkit/_core/_waiting.py",
-        "            if seat.token is not None and clock.now() - basis < fresh_for:",
+        "            if token is not None and token > seen and clock.now() - basis < fresh_for:",
         "            if False:",
         ("tests/backends/redis/test_redis_backend.py::test_one_command_per_handoff",),
     ),
@@ -200,6 +200,13 @@ MUTANTS: tuple[Mutant, ...] = (
         (
             "tests/unit/test_waiting.py::test_a_carried_token_is_a_grant_counted_from_the_last_refused_ask",
         ),
+    ),
+    Mutant(
+        "a carried token granted before a later refusal is taken",
+        "lockkit/_core/_waiting.py",
+        "            if token is not None and token > seen and clock.now() - basis < fresh_for:",
+        "            if token is not None and clock.now() - basis < fresh_for:",
+        ("tests/unit/test_waiting.py::test_a_carried_token_from_before_a_later_answer_is_ignored",),
     ),
     Mutant(
         "redis grant counted from the reply",

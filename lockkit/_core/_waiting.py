@@ -226,10 +226,14 @@ class Turn:
         recheck_in: seconds after which the lock may come free with no message sent
             (the holder's lease ends and this waiter is first in line); ``None`` when
             only a wake-up (or the fallback re-check) should end the wait.
+        seen: the last token the server had handed out when it answered "not granted"
+            (backends whose wake-ups carry tokens): a carried token no higher than it
+            was granted before that answer, so its grant is gone.
     """
 
     grant: Grant | None = None
     recheck_in: float | None = None
+    seen: int = 0
 
 
 TryOnce = Callable[[bool], Awaitable[Turn]]
@@ -259,11 +263,13 @@ async def wait_turn(
     ends with LockUsageError when the room is closed (the backend is closing).
 
     A wake-up may carry a token (:meth:`WaitRoom.wake`): the server granted the lock
-    to this waiter outright. The grant happened after the server answered this
-    waiter's last ask "not granted", so that ask's send time is a lower bound of the
-    grant's, and the lease counts from it: taken without a round trip while it is
-    less than ``fresh_for`` seconds old (0: never); otherwise the waiter asks once more
-    (the backend's answer to that ask is the claim, and counts the lease anew).
+    to this waiter outright. A message can arrive late, after answers the server gave
+    later: a token no higher than the last one those "not granted" answers reported
+    (:attr:`Turn.seen`) was granted before them and is gone, and is ignored. A higher
+    one was granted after the last such answer, so that ask's send time is a lower
+    bound of the grant's and the lease counts from it: taken without a round trip while
+    it is less than ``fresh_for`` seconds old (0: never); otherwise the waiter asks once
+    more (the backend's answer to that ask is the claim, and counts the lease anew).
 
     Raises:
         LockTimeout: not granted in time. BackendUnavailable: the backend stayed
@@ -283,6 +289,7 @@ async def wait_turn(
     outage_since: float | None = None
     seat: Seat | None = None
     basis = -math.inf  # when the last ask the server answered "not granted" was sent
+    seen = 0  # the highest token the server had handed out at those answers
     try:
         while True:
             if turn is None:  # ask (again)
@@ -304,7 +311,7 @@ async def wait_turn(
                 outage_since = None
                 if turn.grant is not None:
                     return turn.grant
-                basis = asked
+                basis, seen = asked, max(seen, turn.seen)
             if seat is None:
                 seat = room.sit(name, owner)
                 queued()  # for listeners (position unknown here)
@@ -323,8 +330,9 @@ async def wait_turn(
             else:  # only a lost message leaves us here: a slow, jittered re-check
                 bound = now + fallback * random.uniform(1.0, 1.5)
             await clock.wait(seat.event, min(bound, deadline))
-            if seat.token is not None and clock.now() - basis < fresh_for:
-                return Grant(seat.token, basis)
+            token = seat.token
+            if token is not None and token > seen and clock.now() - basis < fresh_for:
+                return Grant(token, basis)
             room.rearm(seat)  # before asking again: a wake-up during the ask is kept
             turn = None
     except BaseException:

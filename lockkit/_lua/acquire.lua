@@ -19,8 +19,10 @@
 --
 -- In fair mode "2" a waiter the lock was granted to outright gets {1, token, 1}.
 --
--- Returns {1, token} when granted, else {0, pttl of the owner key, rank in the queue or -1}
--- followed, when ARGV[9] is "0" and a waiter must be woken, by its channel and owner.
+-- Returns {1, token} when granted, else {0, pttl of the owner key, rank in the queue or -1,
+-- the last token minted} followed, when ARGV[9] is "0" and a waiter must be woken, by its
+-- channel and message. (A token a wake-up carried that is not above that last token was
+-- granted before this answer and has been lost since.)
 -- token = max(last token + 1, server time in microseconds): it rises even if the fence
 -- key was lost, unless the server clock also went back.
 local owner, client, record = ARGV[1], ARGV[4], ARGV[12]
@@ -84,7 +86,8 @@ if ARGV[3] == '1' then
   redis.call('PEXPIRE', KEYS[4], lease * 2)
 end
 local rank = redis.call('ZRANK', KEYS[3], member)
+local last = tonumber(redis.call('GET', KEYS[2]) or '0')
 if woken then
-  return {0, redis.call('PTTL', KEYS[1]), rank or -1, woken[1], woken[2]}
+  return {0, redis.call('PTTL', KEYS[1]), rank or -1, last, woken[1], woken[2]}
 end
-return {0, redis.call('PTTL', KEYS[1]), rank or -1}
+return {0, redis.call('PTTL', KEYS[1]), rank or -1, last}

@@ -415,10 +415,10 @@ class RedisBackend(Backend):
                     claimed.pop(next(iter(claimed)))
                 claimed[owner] = None
             return Turn(Grant(int(reply[1]), started))
-        if len(reply) > 3:
-            await self._publish(reply[3], reply[4])
+        if len(reply) > 4:
+            await self._publish(reply[4], reply[5])
         pttl, rank = int(reply[1]), int(reply[2])
-        return Turn(None, pttl / 1000 if rank == 0 and pttl > 0 else None)
+        return Turn(None, pttl / 1000 if rank == 0 and pttl > 0 else None, int(reply[3]))
 
     def _leaver(self, claim: Claim) -> Action:
         """Leave the queue or give the lock back (whichever the server has), dropping

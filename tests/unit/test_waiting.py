@@ -226,6 +226,31 @@ async def test_a_stale_carried_token_is_claimed_by_asking(clock: VirtualClock) -
     assert [t for t, _ in script.asked] == [0.0, pytest.approx(2.001), 3.5]
 
 
+async def test_a_carried_token_from_before_a_later_answer_is_ignored(
+    clock: VirtualClock,
+) -> None:
+    """A wake-up that arrives late: the waiter had asked again meanwhile and been told
+    "not granted" with 100 as the last token handed out, so a carried 99 was granted
+    before that answer (and lost since, say while the waiter was paused): the waiter
+    must ask, not take it."""
+    room = WaitRoom()
+    script = Script(clock, [Turn(recheck_in=2.0, seen=50), Turn(seen=100), GRANT])
+    result: list[Grant] = []
+    async with anyio.create_task_group() as tg:
+        cleanup = Cleanup(clock, tg.start_soon)
+
+        async def run() -> None:
+            turn = _turn(script, room, cleanup, None, fresh_for=10.0)
+            result.append(await turn())  # type: ignore[misc]
+
+        tg.start_soon(run)
+        await clock.advance(2.5)
+        room.wake("me", 99)
+        await clock.advance(0)
+    assert result == [GRANT.grant]
+    assert [t for t, _ in script.asked] == [0.0, pytest.approx(2.001), 2.5]
+
+
 async def test_a_lost_message_costs_a_bounded_fallback(clock: VirtualClock) -> None:
     script = Script(clock, [WAIT, GRANT])
     async with anyio.create_task_group() as tg:
