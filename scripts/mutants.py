@@ -195,8 +195,8 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "a carried token counts its lease from the wake-up, not the last refused ask",
         "lockkit/_core/_waiting.py",
-        "                return Grant(seat.token, basis)",
-        "                return Grant(seat.token, clock.now())",
+        "                return Grant(token, basis)",
+        "                return Grant(token, clock.now())",
         (
             "tests/unit/test_waiting.py::test_a_carried_token_is_a_grant_counted_from_the_last_refused_ask",
         ),
