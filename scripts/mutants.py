@@ -209,6 +209,16 @@ MUTANTS: tuple[Mutant, ...] = (
         ("tests/unit/test_waiting.py::test_a_carried_token_from_before_a_later_answer_is_ignored",),
     ),
     Mutant(
+        "sentinel view takes the announced primary on one vote",
+        "lockkit/_drivers/redis/sentinel.py",
+        "        return max(rivals, default=0) + pending < self.majority",
+        "        return True",
+        (
+            "tests/backends/redis/test_redis_failover.py::"
+            "test_a_stale_announcement_never_outvotes_a_majority",
+        ),
+    ),
+    Mutant(
         "redis grant counted from the reply",
         "lockkit/backends/redis.py",
         "Turn(Grant(int(reply[1]), started))",

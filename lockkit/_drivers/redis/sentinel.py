@@ -3,9 +3,11 @@
 A node is never trusted only because it answers as master: a primary that was paused
 past ``down-after`` and failed over goes on answering as master for seconds after it
 resumes. :meth:`SentinelView.primary` asks every Sentinel and accepts an address only
-when a majority of the configured Sentinels names it (or when a Sentinel announced the
-switch to it with ``+switch-master``: a failover needs a majority's authorisation, and
-the other Sentinels learn of it a moment later). An address announced as the *old*
+when a majority of the configured Sentinels names it, or, while no other address can
+still reach a majority, when a Sentinel announced the switch to it with
+``+switch-master`` (a failover needs a majority's authorisation, and the other Sentinels
+learn of it a moment later; an old announcement never outvotes a majority). An address
+announced as the *old*
 primary of a switch is refused for :data:`DEMOTION` seconds (while the other Sentinels
 catch up), or until a later switch names it again.
 
@@ -102,41 +104,52 @@ class SentinelView:
         del self.demoted[node]
         return False
 
-    def _acceptable(self, votes: collections.Counter[Node], node: Node) -> bool:
-        if self._refused(node):
-            return False
-        return votes[node] >= self.majority or node == self.announced
-
     async def primary(self) -> Node:
-        """The primary a quorum of Sentinels names; :class:`NotSentError` otherwise."""
+        """The primary a majority of the Sentinels names. Failing a majority (the
+        Sentinels are still spreading a switch), the primary of the last
+        ``+switch-master`` heard, if one that answered names it too. A refused (demoted)
+        node never. :class:`NotSentError` otherwise.
+
+        The announcement only breaks a tie: one heard before a switch this client missed
+        (it was cut off when the Sentinels switched back) must not outvote a majority,
+        or a lagging Sentinel naming the old node would be believed."""
         votes: collections.Counter[Node] = collections.Counter()
         errors: list[BaseException] = []
         asks = [asyncio.ensure_future(self._ask(conn)) for conn in self._conns]
+        pending = len(asks)
         try:
             for ask in asyncio.as_completed(asks):
+                pending -= 1
                 try:
                     node = await ask
                 except (OSError, TimeoutError, RespError) as exc:
                     if is_refused(exc):
                         raise
                     errors.append(exc)
-                    continue
-                if node is None:
-                    continue
-                votes[node] += 1
-                if self._acceptable(votes, node):
-                    return node
+                    node = None
+                if node is not None:
+                    votes[node] += 1
+                    if votes[node] >= self.majority and not self._refused(node):
+                        return node
+                if self._announced_stands(votes, pending):
+                    return self.announced  # type: ignore[return-value]
         finally:
             for ask in asks:
                 ask.cancel()
-        for node, _ in votes.most_common():
-            if self._acceptable(votes, node):
-                return node
         said = ", ".join(f"{h}:{p} by {n}" for (h, p), n in votes.items()) or "nothing"
         raise NotSentError(
             f"no quorum of the {len(self.hosts)} Sentinels names a primary for "
             f"{self.service!r} ({said}; {len(errors)} did not answer)"
         )
+
+    def _announced_stands(self, votes: collections.Counter[Node], pending: int) -> bool:
+        """Whether the announced primary can be taken: a Sentinel that answered names
+        it, it is not refused, and no other node can still reach a majority."""
+        announced = self.announced
+        if announced is None or not votes[announced] or self._refused(announced):
+            return False
+        rivals = (v for n, v in votes.items() if n != announced and not self._refused(n))
+        return max(rivals, default=0) + pending < self.majority
 
     def switched(self, old: Node | None, new: Node, drop: Callable[[], None]) -> bool:
         """A switch was heard (or polled): refuse ``old`` from now on; if the executor's

@@ -465,3 +465,17 @@ async def test_quorum_rules_and_a_switch_overrides_lagging_sentinels() -> None:
     view.demoted[old] -= DEMOTION + 1
     assert await view.primary() == old
     assert old not in view.demoted
+
+
+async def test_a_stale_announcement_never_outvotes_a_majority() -> None:
+    """A client heard a switch to ``new``, then was cut off while the Sentinels
+    switched back to ``old``: two of three now name ``old``, one still lags on ``new``.
+    Whatever order the answers come in, the majority wins. (Before, the lagging
+    Sentinel's answer was taken at once because it named the announced node, and a
+    client cut off during a failover went on granting locks on the old primary: two
+    holders, neither told, in a 10-minute chaos run.)"""
+    old, new = ("h", 1), ("h", 2)
+    for order in set(itertools.permutations([old, old, new])):
+        view = fake_view(list(order))
+        view.announced = new
+        assert await view.primary() == old, order
