@@ -184,3 +184,14 @@ async def test_a_wake_up_that_overtakes_the_first_reply_is_kept(redis_server) ->
         assert time.monotonic() - started < 2  # woken, not by a fallback re-check
         assert backend(a).statistics().requests.get("sweep", 0) == 0
         await waiter.release()
+
+
+async def test_a_refusal_reports_the_last_token_handed_out(redis_server) -> None:
+    """A "not granted" answer carries the last token minted, which is what lets a waiter
+    tell a late wake-up (for a grant that has been lost since) from a live one."""
+    async with lockkit.connect(redis_server.url) as a, lockkit.connect(redis_server.url) as b:
+        name = "stray-seen"
+        token = await b.lock(name, ttl=60).acquire()
+        be = backend(a)
+        turn = await be._try(be.keys(name), "someone", 60_000, "null", False)
+        assert turn.grant is None and turn.seen == int(token)
